@@ -1,0 +1,26 @@
+//! crossdev-core: cross-device reduction and broadcast of gradients, in pure Rust.
+//!
+//! The concepts follow TensorFlow's `cross_tower_ops.py` (see the project's SPEC): device strings
+//! and their canonical form ([`device`]), host [`tensor`]s and [`indexed_slices`], per-device
+//! [`values`], [`reduce_op::ReduceOp`], the CPU [`kernels`], and the [`ops`] that reduce and
+//! broadcast. [`wire`] is the protocol the Node.js and WebAssembly bindings speak.
+
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod indexed_slices;
+pub mod kernels;
+pub mod ops;
+pub mod reduce_op;
+pub mod tensor;
+pub mod values;
+pub mod wire;
+
+pub use device::{canonicalize, resolve, DeviceSpec};
+pub use dtype::DType;
+pub use error::{CrossDeviceError, ErrorCode, Result};
+pub use indexed_slices::IndexedSlices;
+pub use ops::{Accumulation, CrossDeviceOps, ReductionToOneDevice};
+pub use reduce_op::ReduceOp;
+pub use tensor::{Buffer, Tensor};
+pub use values::{Destinations, Input, Mirrored, PerDevice, Value};

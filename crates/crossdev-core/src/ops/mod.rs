@@ -1,0 +1,74 @@
+//! Cross-device ops: the `CrossDeviceOps` contract and its implementations.
+
+pub mod aggregate;
+pub mod reduction_to_one_device;
+
+use crate::error::Result;
+use crate::reduce_op::ReduceOp;
+use crate::values::{Destinations, Input, Mirrored, PerDevice, Value};
+
+pub use reduction_to_one_device::{Accumulation, ReductionToOneDevice};
+
+/// Reduces per-device values and broadcasts values to devices (`CrossDeviceOps`, SPEC §5.4).
+///
+/// Implementors provide the `*_implementation` hooks; the provided methods normalise inputs and
+/// validate destinations first, so every implementation sees well-formed arguments and every
+/// caller gets the same errors.
+pub trait CrossDeviceOps: Send + Sync {
+    /// Reduces `value` and places the result on the devices of `destinations` (already validated).
+    fn reduce_implementation(
+        &self,
+        op: ReduceOp,
+        value: &PerDevice<Value>,
+        destinations: &Destinations,
+    ) -> Result<Mirrored<Value<'static>>>;
+
+    /// Reduces several values; by default one [`Self::reduce_implementation`] each.
+    fn batch_reduce_implementation(
+        &self,
+        op: ReduceOp,
+        pairs: &[(PerDevice<Value>, Destinations)],
+    ) -> Result<Vec<Mirrored<Value<'static>>>> {
+        pairs.iter().map(|(v, d)| self.reduce_implementation(op, v, d)).collect()
+    }
+
+    /// Copies `value` to the devices of `destinations` (already validated).
+    fn broadcast_implementation(
+        &self,
+        value: &Value,
+        destinations: &Destinations,
+    ) -> Result<Mirrored<Value<'static>>> {
+        aggregate::simple_broadcast(value, destinations)
+    }
+
+    /// Reduces `input` (a per-device value, or one value with a device) with `op` and places
+    /// the result on `destinations`.
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        input: Input,
+        destinations: &Destinations,
+    ) -> Result<Mirrored<Value<'static>>> {
+        let value = input.into_per_device()?;
+        destinations.validate()?;
+        self.reduce_implementation(op, &value, destinations)
+    }
+
+    /// Reduces each `(value, destinations)` pair (normalised by [`crate::values::normalize_pairs`]).
+    fn batch_reduce(
+        &self,
+        op: ReduceOp,
+        pairs: &[(PerDevice<Value>, Destinations)],
+    ) -> Result<Vec<Mirrored<Value<'static>>>> {
+        for (_, d) in pairs {
+            d.validate()?;
+        }
+        self.batch_reduce_implementation(op, pairs)
+    }
+
+    /// Copies `value` to every device of `destinations`.
+    fn broadcast(&self, value: &Value, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
+        destinations.validate()?;
+        self.broadcast_implementation(value, destinations)
+    }
+}

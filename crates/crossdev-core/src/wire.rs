@@ -1,0 +1,283 @@
+//! The request/response protocol shared by the language bindings (napi and WebAssembly).
+//!
+//! A binding hands over a JSON request plus the raw bytes of every input TypedArray, and gets back
+//! JSON metadata plus owned result buffers. Because argument interpretation, validation and
+//! dispatch all happen here, the bindings stay a few lines each and behave identically.
+
+use crate::device::{canonicalize, resolve};
+use crate::dtype::DType;
+use crate::error::{fail, CrossDeviceError, ErrorCode, Result};
+use crate::indexed_slices::IndexedSlices;
+use crate::ops::{Accumulation, CrossDeviceOps, ReductionToOneDevice};
+use crate::reduce_op::ReduceOp;
+use crate::tensor::{Buffer, Tensor};
+use crate::values::{normalize_pairs, Destinations, Input, Mirrored, PerDevice, RawPair, Value};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+#[serde(tag = "call", rename_all = "camelCase", rename_all_fields = "camelCase")]
+enum Request {
+    Reduce { ops: OpsW, op: String, value: InputW, destinations: DestW },
+    BatchReduce { ops: OpsW, op: String, pairs: Option<Vec<PairW>> },
+    Broadcast { ops: OpsW, value: ValueW, destinations: DestW },
+    CheckOps { ops: OpsW },
+    CheckTensor { tensor: TensorW },
+    CheckValue { value: ValueW },
+    Canonicalize { device: String, default: Option<String> },
+    Resolve { device: String, current: Option<String> },
+    PerDevice { devices: Vec<String> },
+    Densify { value: ValueW },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all_fields = "camelCase")]
+enum OpsW {
+    ReductionToOneDevice { reduce_to_device: Option<String>, accumulation: Option<String> },
+}
+
+#[derive(Deserialize)]
+struct TensorW {
+    buf: usize,
+    dtype: String,
+    shape: Vec<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+enum ValueW {
+    Dense(TensorW),
+    Sparse { values: TensorW, indices: TensorW, dense_shape: Vec<i64> },
+    Many(Vec<ValueW>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum InputW {
+    PerDevice(Vec<(String, ValueW)>),
+    Located { device: Option<String>, value: ValueW },
+    Sequence(String),
+    Other(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum DestW {
+    Values(Vec<String>),
+    Variable(String),
+    Device(String),
+    Devices(Vec<String>),
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum PairW {
+    Pair(InputW, DestW),
+    Arity(usize),
+    NotTuple,
+}
+
+#[derive(Serialize)]
+struct TensorOut {
+    buf: usize,
+    dtype: &'static str,
+    shape: Vec<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+enum ValueOut {
+    Dense(TensorOut),
+    Sparse { values: TensorOut, indices: TensorOut, dense_shape: Vec<usize> },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum ResponseW {
+    Results(Vec<Vec<(String, ValueOut)>>),
+    Value(ValueOut),
+    Device(String),
+    Devices(Vec<String>),
+    Ok,
+    Error { code: &'static str, message: String },
+}
+
+/// A response: JSON metadata, and the result buffers it refers to by index (`buf`).
+pub struct Response {
+    /// JSON: `{"results": …}`, `{"value": …}`, `{"device": …}`, `{"devices": …}`, `"ok"` or
+    /// `{"error": {"code", "message"}}`.
+    pub meta: String,
+    /// Result buffers, owned, to be handed to the caller without a copy where the host allows.
+    pub buffers: Vec<Buffer<'static>>,
+}
+
+fn shape_of(dims: &[i64]) -> Result<Vec<usize>> {
+    dims.iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<_, _>>()
+        .or_else(|_| {
+            fail(
+                ErrorCode::InvalidTensor,
+                format!("Shape dimensions must be non-negative integers, got {dims:?}"),
+            )
+        })
+}
+
+struct Decoder<'a> {
+    inputs: &'a [&'a [u8]],
+}
+
+impl<'a> Decoder<'a> {
+    fn tensor(&self, t: &TensorW) -> Result<Tensor<'a>> {
+        let bytes = self.inputs.get(t.buf).ok_or_else(|| {
+            CrossDeviceError::new(ErrorCode::Protocol, format!("no input buffer {}", t.buf))
+        })?;
+        Tensor::from_bytes(DType::parse(&t.dtype)?, shape_of(&t.shape)?, bytes)
+    }
+
+    fn value(&self, v: &ValueW) -> Result<Value<'a>> {
+        Ok(match v {
+            ValueW::Dense(t) => Value::Dense(self.tensor(t)?),
+            ValueW::Sparse { values, indices, dense_shape } => Value::Sparse(IndexedSlices::new(
+                self.tensor(values)?,
+                self.tensor(indices)?,
+                shape_of(dense_shape)?,
+            )?),
+            ValueW::Many(vs) => Value::Many(vs.iter().map(|v| self.value(v)).collect::<Result<_>>()?),
+        })
+    }
+
+    fn input(&self, i: &InputW) -> Result<Input<'a>> {
+        Ok(match i {
+            InputW::PerDevice(entries) => Input::PerDevice(PerDevice::new(
+                entries.iter().map(|(d, v)| Ok((d.clone(), self.value(v)?))).collect::<Result<Vec<_>>>()?,
+            )?),
+            InputW::Located { device, value } => Input::Located(device.clone(), self.value(value)?),
+            InputW::Sequence(repr) => Input::Sequence(repr.clone()),
+            InputW::Other(repr) => Input::Other(repr.clone()),
+        })
+    }
+}
+
+fn destinations(d: DestW) -> Destinations {
+    match d {
+        DestW::Values(ds) => Destinations::Values(ds),
+        DestW::Variable(d) => Destinations::Variable(d),
+        DestW::Device(d) => Destinations::Device(d),
+        DestW::Devices(ds) => Destinations::Devices(ds),
+        DestW::Invalid(t) => Destinations::Invalid(t),
+    }
+}
+
+fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
+    match ops {
+        OpsW::ReductionToOneDevice { reduce_to_device, accumulation } => {
+            let acc = Accumulation::parse(accumulation.as_deref().unwrap_or("add_n"))?;
+            Ok(Box::new(ReductionToOneDevice::new(reduce_to_device.as_deref(), acc)?))
+        }
+    }
+}
+
+#[derive(Default)]
+struct Encoder {
+    buffers: Vec<Buffer<'static>>,
+}
+
+impl Encoder {
+    fn tensor(&mut self, t: Tensor<'static>) -> TensorOut {
+        let dtype = t.dtype().name();
+        self.buffers.push(t.data);
+        TensorOut { buf: self.buffers.len() - 1, dtype, shape: t.shape }
+    }
+
+    fn value(&mut self, v: Value<'static>) -> Result<ValueOut> {
+        Ok(match v {
+            Value::Dense(t) => ValueOut::Dense(self.tensor(t)),
+            Value::Sparse(s) => ValueOut::Sparse {
+                values: self.tensor(s.values),
+                indices: self.tensor(s.indices),
+                dense_shape: s.dense_shape,
+            },
+            Value::Many(_) => return fail(ErrorCode::Internal, "a result cannot be a list"),
+        })
+    }
+
+    fn mirrored(&mut self, m: Mirrored<Value<'static>>) -> Result<Vec<(String, ValueOut)>> {
+        m.into_entries().into_iter().map(|(d, v)| Ok((d, self.value(v)?))).collect()
+    }
+}
+
+fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<ResponseW> {
+    let request: Request = serde_json::from_str(request)
+        .map_err(|e| CrossDeviceError::new(ErrorCode::Protocol, format!("bad request: {e}")))?;
+    let dec = Decoder { inputs };
+    Ok(match request {
+        Request::Reduce { ops, op, value, destinations: d } => {
+            let ops = build_ops(ops)?;
+            let op = ReduceOp::parse(&op)?;
+            let m = ops.reduce(op, dec.input(&value)?, &destinations(d))?;
+            ResponseW::Results(vec![enc.mirrored(m)?])
+        }
+        Request::BatchReduce { ops, op, pairs } => {
+            let ops = build_ops(ops)?;
+            let op = ReduceOp::parse(&op)?;
+            let raw = pairs
+                .map(|ps| {
+                    ps.into_iter()
+                        .map(|p| {
+                            Ok(match p {
+                                PairW::Pair(i, d) => RawPair::Pair(dec.input(&i)?, destinations(d)),
+                                PairW::Arity(n) => RawPair::Arity(n),
+                                PairW::NotTuple => RawPair::NotTuple,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .transpose()?;
+            let pairs = normalize_pairs(raw)?;
+            let results = ops.batch_reduce(op, &pairs)?;
+            ResponseW::Results(results.into_iter().map(|m| enc.mirrored(m)).collect::<Result<_>>()?)
+        }
+        Request::Broadcast { ops, value, destinations: d } => {
+            let m = build_ops(ops)?.broadcast(&dec.value(&value)?, &destinations(d))?;
+            ResponseW::Results(vec![enc.mirrored(m)?])
+        }
+        Request::CheckOps { ops } => build_ops(ops).map(|_| ResponseW::Ok)?,
+        Request::CheckTensor { tensor } => dec.tensor(&tensor).map(|_| ResponseW::Ok)?,
+        Request::CheckValue { value } => dec.value(&value).map(|_| ResponseW::Ok)?,
+        Request::Canonicalize { device, default } => {
+            ResponseW::Device(canonicalize(&device, default.as_deref())?)
+        }
+        Request::Resolve { device, current } => ResponseW::Device(resolve(&device, current.as_deref())?),
+        Request::PerDevice { devices } => {
+            ResponseW::Devices(PerDevice::new(devices.into_iter().map(|d| (d, ())))?.devices())
+        }
+        Request::Densify { value } => match dec.value(&value)? {
+            Value::Sparse(s) => ResponseW::Value(enc.value(Value::Dense(s.densify()?))?),
+            _ => return fail(ErrorCode::InvalidArgument, "densify expects IndexedSlices"),
+        },
+    })
+}
+
+/// Runs one request over `inputs` (the bytes of the TypedArrays it refers to). Never panics:
+/// errors, including caught panics, become `{"error": …}` responses.
+pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
+    let mut enc = Encoder::default();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(request, inputs, &mut enc)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            fail(ErrorCode::Internal, format!("internal error (please report): {what}"))
+        });
+    let response = outcome.unwrap_or_else(|e| {
+        enc.buffers.clear();
+        ResponseW::Error { code: e.code.as_str(), message: e.message }
+    });
+    Response {
+        meta: serde_json::to_string(&response).expect("responses serialise"),
+        buffers: enc.buffers,
+    }
+}
