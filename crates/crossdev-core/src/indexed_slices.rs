@@ -9,7 +9,7 @@ use crate::kernels::reduce_n::{reduce_buffers, reduce_n};
 use crate::reduce_op::ReduceOp;
 use crate::kernels::cast::Element;
 use crate::map_buffer;
-use crate::tensor::{num_elements, Buffer, Scalar, Tensor};
+use crate::tensor::{checked_num_elements, num_elements, Buffer, Scalar, Tensor};
 use std::borrow::Cow;
 
 /// Rows of a dense tensor of shape `dense_shape`: `values` has shape `[k, dense_shape[1..]]`,
@@ -45,6 +45,12 @@ impl<'a> IndexedSlices<'a> {
                     "IndexedSlices values of shape {:?} do not fit {} indices of a dense shape {:?}",
                     values.shape, indices.shape[0], dense_shape
                 ),
+            );
+        }
+        if checked_num_elements(&dense_shape).is_none() || checked_num_elements(&dense_shape[1..]).is_none() {
+            return fail(
+                ErrorCode::InvalidTensor,
+                format!("IndexedSlices dense shape {dense_shape:?} has more elements than can be addressed"),
             );
         }
         Ok(IndexedSlices { values, indices, dense_shape })

@@ -180,10 +180,24 @@ pub fn num_elements(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Number of elements of a shape, or `None` if it does not fit in `usize` (a shape with a zero
+/// dimension has zero elements, whatever its other dimensions).
+pub fn checked_num_elements(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 impl<'a> Tensor<'a> {
     /// A tensor over `data`, checking that its length matches `shape`.
     pub fn new(shape: Vec<usize>, data: Buffer<'a>) -> Result<Tensor<'a>> {
-        let want = num_elements(&shape);
+        let Some(want) = checked_num_elements(&shape) else {
+            return fail(
+                ErrorCode::InvalidTensor,
+                format!("A tensor of shape {shape:?} has more elements than can be addressed"),
+            );
+        };
         if data.len() != want {
             return fail(
                 ErrorCode::InvalidTensor,

@@ -8,6 +8,7 @@ use crate::device::{canonicalize, resolve};
 use crate::dtype::DType;
 use crate::error::{fail, CrossDeviceError, ErrorCode, Result};
 use crate::indexed_slices::IndexedSlices;
+use crate::kernels::cast::{from_f64, to_f64};
 use crate::ops::{Accumulation, CrossDeviceOps, ReductionToOneDevice};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Tensor};
@@ -25,8 +26,10 @@ enum Request {
     CheckValue { value: ValueW },
     Canonicalize { device: String, default: Option<String> },
     Resolve { device: String, current: Option<String> },
-    PerDevice { devices: Vec<String> },
+    CanonicalizeAll { devices: Vec<String> },
     Densify { value: ValueW },
+    FromNumbers { buf: usize, dtype: String, shape: Vec<i64> },
+    ToNumbers { tensor: TensorW },
 }
 
 #[derive(Deserialize)]
@@ -249,8 +252,19 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             ResponseW::Device(canonicalize(&device, default.as_deref())?)
         }
         Request::Resolve { device, current } => ResponseW::Device(resolve(&device, current.as_deref())?),
-        Request::PerDevice { devices } => {
-            ResponseW::Devices(PerDevice::new(devices.into_iter().map(|d| (d, ())))?.devices())
+        Request::CanonicalizeAll { devices } => ResponseW::Devices(
+            devices.iter().map(|d| canonicalize(d, None)).collect::<Result<_>>()?,
+        ),
+        Request::FromNumbers { buf, dtype, shape } => {
+            let numbers = dec.tensor(&TensorW { buf, dtype: "float64".into(), shape: shape.clone() })?;
+            let Buffer::F64(xs) = &numbers.data else { unreachable!("decoded as float64") };
+            let t = Tensor::new(shape_of(&shape)?, from_f64(xs, DType::parse(&dtype)?))?;
+            ResponseW::Value(enc.value(Value::Dense(t))?)
+        }
+        Request::ToNumbers { tensor } => {
+            let t = dec.tensor(&tensor)?;
+            let numbers = Tensor::new(t.shape.clone(), Buffer::F64(to_f64(&t.data).into()))?;
+            ResponseW::Value(enc.value(Value::Dense(numbers))?)
         }
         Request::Densify { value } => match dec.value(&value)? {
             Value::Sparse(s) => ResponseW::Value(enc.value(Value::Dense(s.densify()?))?),

@@ -138,3 +138,45 @@ macro_rules! half_element {
 }
 half_element!(f16);
 half_element!(bf16);
+
+/// Elements convertible to and from `f64` (JavaScript numbers): half types round to nearest
+/// even, integers truncate toward zero and saturate.
+pub trait Numeric: crate::tensor::Scalar {
+    /// The value as an `f64`.
+    fn to_f64(self) -> f64;
+    /// The nearest value of this type.
+    fn from_f64(x: f64) -> Self;
+}
+
+macro_rules! numeric {
+    ($t:ty, $to:expr, $from:expr) => {
+        impl Numeric for $t {
+            fn to_f64(self) -> f64 {
+                $to(self)
+            }
+            fn from_f64(x: f64) -> Self {
+                $from(x)
+            }
+        }
+    };
+}
+numeric!(f32, |v: f32| v as f64, |x: f64| x as f32);
+numeric!(f64, |v: f64| v, |x: f64| x);
+numeric!(f16, f16::to_f64, f16::from_f64);
+numeric!(bf16, bf16::to_f64, bf16::from_f64);
+numeric!(i32, |v: i32| v as f64, |x: f64| x as i32);
+numeric!(i64, |v: i64| v as f64, |x: f64| x as i64);
+
+/// `src` as `f64`s.
+pub fn to_f64(src: &crate::tensor::Buffer) -> Vec<f64> {
+    crate::with_buffer!(src, v => v.iter().map(|x| x.to_f64()).collect())
+}
+
+/// `src` converted to `dtype`.
+pub fn from_f64(src: &[f64], dtype: crate::dtype::DType) -> crate::tensor::Buffer<'static> {
+    fn conv<T: Numeric>(src: &[f64]) -> Vec<T> {
+        src.iter().map(|&x| T::from_f64(x)).collect()
+    }
+    let zeros = crate::tensor::Buffer::zeros(dtype, 0);
+    crate::map_buffer!(&zeros, _z => conv(src))
+}

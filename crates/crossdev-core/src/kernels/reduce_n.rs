@@ -15,26 +15,20 @@ use crate::tensor::{Buffer, Scalar};
 const BLOCK: usize = 2048;
 
 #[inline(always)]
-fn fold<A: Accumulator>(op: ReduceOp, acc: &mut [A], x: &[A]) {
-    let f: fn(A, A) -> A = match op {
-        ReduceOp::Sum | ReduceOp::Mean => A::add,
-        ReduceOp::Product => A::mul,
-        ReduceOp::Max => A::max,
-        ReduceOp::Min => A::min,
-    };
+fn fold<A: Accumulator>(acc: &mut [A], x: &[A], f: impl Fn(A, A) -> A) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a = f(*a, b);
     }
 }
 
-/// Monomorphic folds, so that each op's loop is compiled (and vectorised) on its own.
+/// One loop per op, each compiled (and vectorised) with its combiner inlined.
 #[inline(always)]
 fn fold_dispatch<A: Accumulator>(op: ReduceOp, acc: &mut [A], x: &[A]) {
     match op {
-        ReduceOp::Sum | ReduceOp::Mean => fold(ReduceOp::Sum, acc, x),
-        ReduceOp::Product => fold(ReduceOp::Product, acc, x),
-        ReduceOp::Max => fold(ReduceOp::Max, acc, x),
-        ReduceOp::Min => fold(ReduceOp::Min, acc, x),
+        ReduceOp::Sum | ReduceOp::Mean => fold(acc, x, A::add),
+        ReduceOp::Product => fold(acc, x, A::mul),
+        ReduceOp::Max => fold(acc, x, A::max),
+        ReduceOp::Min => fold(acc, x, A::min),
     }
 }
 

@@ -69,6 +69,12 @@ pub trait CrossDeviceOps: Send + Sync {
     /// Copies `value` to every device of `destinations`.
     fn broadcast(&self, value: &Value, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
         destinations.validate()?;
+        if matches!(value, Value::Many(_)) {
+            return Err(crate::error::CrossDeviceError::new(
+                crate::error::ErrorCode::InvalidInput,
+                "Cannot broadcast a list of values (MapOutput): broadcast a tensor or IndexedSlices",
+            ));
+        }
         self.broadcast_implementation(value, destinations)
     }
 }

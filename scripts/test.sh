@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust tests (cargo test), then the ava suite once per backend (native addon,
+# WebAssembly). Ends with one line "N passed, N failed" summing all of them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=$(mktemp -d)
+trap 'rm -rf "$LOG"' EXIT
+passed=0
+failed=0
+status=0
+
+echo "== cargo test (crossdev-core)"
+cargo test --release -p crossdev-core 2>&1 | tee "$LOG/cargo.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$LOG/cargo.txt")
+passed=$((passed + p)); failed=$((failed + f))
+
+for b in native wasm; do
+  echo "== ava ($b backend)"
+  CROSSDEV_BACKEND=$b npx ava --tap 2>&1 | tee "$LOG/ava-$b.txt" | grep -E '^(not ok|# )' || true
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  p=$(awk '/^# pass/ { print $3 }' "$LOG/ava-$b.txt"); f=$(awk '/^# fail/ { print $3 }' "$LOG/ava-$b.txt")
+  if [ -z "$p" ]; then
+    echo "ava ($b) printed no summary:"; tail -40 "$LOG/ava-$b.txt"; status=1; f=$((${f:-0} + 1))
+  fi
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  grep -E '^not ok' -A 30 "$LOG/ava-$b.txt" | head -200 || true
+done
+
+echo "${passed} passed, ${failed} failed"
+exit $status

@@ -1,0 +1,151 @@
+/**
+ * Loads the Rust core: the native addon when it loads, else the WebAssembly module.
+ * `CROSSDEV_BACKEND=native|wasm` forces one and fails clearly when it cannot load.
+ * Both speak the same request protocol (crossdev-core's `wire` module); this file only moves
+ * bytes across the boundary.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CrossDeviceError } from './errors.js';
+
+/** Which implementation of the core is running. */
+export type BackendName = 'native' | 'wasm';
+
+/** A decoded response: parsed metadata and the result buffers it refers to by index. */
+export interface Reply {
+  meta: any;
+  buffers: ArrayBufferView[];
+}
+
+interface Backend {
+  name: BackendName;
+  execute(request: string, inputs: ArrayBufferView[]): Reply;
+  executeAsync(request: string, inputs: ArrayBufferView[]): Promise<Reply>;
+}
+
+/** The package's root folder (the nearest one above this file with a package.json). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return `${dir}/`;
+}
+
+const root = packageRoot();
+const requireHere = createRequire(import.meta.url);
+
+function bytesOf(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+function decode(meta: string, buffers: ArrayBufferView[]): Reply {
+  const parsed = JSON.parse(meta);
+  if (parsed && typeof parsed === 'object' && 'error' in parsed) {
+    throw new CrossDeviceError(parsed.error.code, parsed.error.message);
+  }
+  return { meta: parsed, buffers };
+}
+
+interface NativeAddon {
+  execute(request: string, inputs: Uint8Array[]): { meta: string; buffers: ArrayBufferView[] };
+  executeAsync(request: string, inputs: Uint8Array[]): Promise<{ meta: string; buffers: ArrayBufferView[] }>;
+}
+
+function loadNative(): Backend {
+  const triple = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
+  const candidates = [`${root}native/crossdev.${triple}.node`, `crossdev-${triple}`];
+  const reasons: string[] = [];
+  for (const c of candidates) {
+    try {
+      const addon = requireHere(c) as NativeAddon;
+      return {
+        name: 'native',
+        execute: (req, inputs) => {
+          const r = addon.execute(req, inputs.map(bytesOf));
+          return decode(r.meta, r.buffers);
+        },
+        executeAsync: async (req, inputs) => {
+          const r = await addon.executeAsync(req, inputs.map(bytesOf));
+          return decode(r.meta, r.buffers);
+        },
+      };
+    } catch (e) {
+      reasons.push(`${c}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(reasons.join('; '));
+}
+
+interface WasmModule {
+  alloc(len: number): number;
+  dealloc(ptr: number, len: number): void;
+  heap(): WebAssembly.Memory;
+  execute(request: string, ptrs: Uint32Array, lens: Uint32Array): string;
+  release(): void;
+}
+
+function loadWasm(): Backend {
+  const w = requireHere(`${root}wasm/crossdev_wasm.js`) as WasmModule;
+  const execute = (req: string, inputs: ArrayBufferView[]): Reply => {
+    const ptrs = new Uint32Array(inputs.length);
+    const lens = new Uint32Array(inputs.length);
+    try {
+      inputs.forEach((a, i) => {
+        ptrs[i] = w.alloc(a.byteLength);
+        lens[i] = a.byteLength;
+        // Written straight into WebAssembly memory: the one copy WebAssembly requires.
+        new Uint8Array(w.heap().buffer, ptrs[i], a.byteLength).set(bytesOf(a));
+      });
+      let out: string;
+      try {
+        out = w.execute(req, ptrs, lens);
+      } catch (e) {
+        throw new CrossDeviceError('ERR_INTERNAL', `internal error in the WebAssembly core (please report): ${(e as Error).message}`);
+      }
+      const newline = out.indexOf('\n');
+      const places = JSON.parse(out.slice(newline + 1)) as [number, number][];
+      const heap = w.heap().buffer;
+      const buffers = places.map(([p, l]) => new Uint8Array(heap.slice(p, p + l)));
+      w.release();
+      return decode(out.slice(0, newline), buffers);
+    } finally {
+      ptrs.forEach((p, i) => p && w.dealloc(p, lens[i]));
+    }
+  };
+  return { name: 'wasm', execute, executeAsync: async (req, inputs) => execute(req, inputs) };
+}
+
+let loaded: Backend | undefined;
+
+function load(): Backend {
+  const forced = process.env.CROSSDEV_BACKEND;
+  if (forced !== undefined && forced !== '' && forced !== 'native' && forced !== 'wasm') {
+    throw new CrossDeviceError('ERR_BACKEND', `CROSSDEV_BACKEND must be 'native' or 'wasm', got '${forced}'`);
+  }
+  const order: BackendName[] = forced ? [forced as BackendName] : ['native', 'wasm'];
+  const reasons: string[] = [];
+  for (const name of order) {
+    try {
+      return name === 'native' ? loadNative() : loadWasm();
+    } catch (e) {
+      reasons.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  throw new CrossDeviceError(
+    'ERR_BACKEND',
+    `crossdev could not load its ${order.join(' or ')} backend (${reasons.join('; ')}). ` +
+      'Build it with `npm run setup`, or install the platform package.',
+  );
+}
+
+/** The loaded core (loading it on first use). */
+export function core(): Backend {
+  loaded ??= load();
+  return loaded;
+}
+
+/** Which backend runs crossdev's operations: `'native'` or `'wasm'`. */
+export function backend(): BackendName {
+  return core().name;
+}

@@ -1,0 +1,19 @@
+/**
+ * crossdev: cross-device reduction and broadcast of gradients (the all-reduce layer of
+ * data-parallel training) for Node.js, on a Rust core running natively or in WebAssembly.
+ */
+export { backend, type BackendName } from './backend.js';
+export { canonicalizeDevice, resolveDevice } from './device.js';
+export { CrossDeviceError } from './errors.js';
+export {
+  CrossDeviceOps,
+  CrossTowerOps,
+  ReduceOp,
+  ReductionToOneDevice,
+  ReductionToOneDeviceCrossTowerOps,
+  type Destinations,
+  type ReduceInput,
+  type ReductionToOneDeviceOptions,
+} from './ops.js';
+export { DEFAULT_DEVICE, IndexedSlices, Tensor, tensor, type DType, type TensorLike, type TensorOptions, type TypedArray } from './tensor.js';
+export { DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceEntries, type DeviceValue } from './values.js';

@@ -1,0 +1,191 @@
+/**
+ * Cross-device ops: reduce per-device values and broadcast values to devices. Each op class only
+ * names its configuration; the core validates arguments, picks the algorithm and runs it.
+ */
+import { core, type Reply } from './backend.js';
+import { CrossDeviceError } from './errors.js';
+import { encodeSlices, IndexedSlices, Tensor, tensor, typedView, type TensorLike } from './tensor.js';
+import { CANONICAL, DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceValue } from './values.js';
+
+/** How values from several devices combine. MEAN divides the sum by the number of contributions. */
+export const ReduceOp = {
+  SUM: 'SUM',
+  MEAN: 'MEAN',
+  MAX: 'MAX',
+  MIN: 'MIN',
+  PRODUCT: 'PRODUCT',
+} as const;
+/** One of {@link ReduceOp}'s values. */
+export type ReduceOp = (typeof ReduceOp)[keyof typeof ReduceOp];
+
+/**
+ * Where results go: a `PerDevice`/`Mirrored` value (its devices), a device string, a list of
+ * device strings, or any object with a `device` (a variable, a tensor).
+ */
+export type Destinations = DistributedValues | string | readonly string[] | { readonly device: string };
+
+/** A reduce input: a `PerDevice` value, or one tensor/slices on its device. */
+export type ReduceInput = PerDevice | Tensor | IndexedSlices;
+
+/** Collects the TypedArrays a request refers to and describes arguments in the wire format. */
+class Encoder {
+  readonly inputs: ArrayBufferView[] = [];
+
+  private buf(a: ArrayBufferView): number {
+    this.inputs.push(a);
+    return this.inputs.length - 1;
+  }
+
+  value(v: unknown): object {
+    if (v instanceof Tensor) return { dense: { buf: this.buf(v.data), dtype: v.dtype, shape: v.shape } };
+    if (v instanceof IndexedSlices) {
+      const first = this.buf(v.values.data);
+      this.buf(v.indices.data);
+      return encodeSlices(v, first);
+    }
+    if (v instanceof MapOutput) return { many: v.values.map((x) => this.value(x)) };
+    throw new CrossDeviceError('ERR_INVALID_INPUT', `A device's value must be a Tensor, IndexedSlices or MapOutput, got ${describe(v)}`);
+  }
+
+  input(x: unknown): object {
+    if (x instanceof DistributedValues) return { perDevice: [...x.entries()].map(([d, v]) => [d, this.value(v)]) };
+    if (Array.isArray(x)) return { sequence: describe(x) };
+    if (x instanceof Tensor || x instanceof IndexedSlices) return { located: { device: x.device, value: this.value(x) } };
+    return { other: describe(x) };
+  }
+
+  destinations(d: unknown): object {
+    if (d instanceof DistributedValues) return { values: d.devices };
+    if (typeof d === 'string') return { device: d };
+    if (Array.isArray(d)) return d.every((x) => typeof x === 'string') ? { devices: d } : { invalid: describe(d) };
+    if (d !== null && typeof d === 'object' && 'device' in d && typeof d.device === 'string') return { variable: d.device };
+    return { invalid: describe(d) };
+  }
+
+  pairs(pairs: unknown): object | null {
+    if (!Array.isArray(pairs)) return null;
+    return pairs.map((p) => {
+      if (!Array.isArray(p)) return 'notTuple';
+      if (p.length !== 2) return { arity: p.length };
+      return { pair: [this.input(p[0]), this.destinations(p[1])] };
+    });
+  }
+}
+
+function describe(x: unknown): string {
+  if (Array.isArray(x)) return `[${x.map(describe).join(', ')}]`;
+  if (x === null || x === undefined) return String(x);
+  if (typeof x === 'object') return x.toString === Object.prototype.toString ? (x.constructor?.name ?? 'Object') : String(x);
+  return typeof x === 'string' ? JSON.stringify(x) : String(x);
+}
+
+function decodeValue(v: any, buffers: ArrayBufferView[], device: string): Tensor | IndexedSlices {
+  const t = (w: any) => new Tensor(typedView(w.dtype, buffers[w.buf]), w.shape, w.dtype, device);
+  if ('dense' in v) return t(v.dense);
+  return new IndexedSlices(t(v.sparse.values), t(v.sparse.indices), v.sparse.denseShape);
+}
+
+function decodeResults(reply: Reply): Mirrored[] {
+  return reply.meta.results.map(
+    (entries: [string, any][]) => new Mirrored(entries.map(([d, v]) => [d, decodeValue(v, reply.buffers, d)] as const), CANONICAL),
+  );
+}
+
+function asValue(x: Tensor | IndexedSlices | TensorLike): Tensor | IndexedSlices {
+  return x instanceof Tensor || x instanceof IndexedSlices ? x : tensor(x as TensorLike);
+}
+
+/**
+ * Reduces per-device values and broadcasts values to devices (`tf.distribute.CrossDeviceOps`).
+ * Every operation has a Promise form (work runs off the JavaScript thread on the native backend)
+ * and a `…Sync` form.
+ */
+export abstract class CrossDeviceOps {
+  /** The op's configuration as the core reads it. */
+  protected abstract readonly spec: object;
+
+  /** Checks the configuration in the core, so a bad option fails at construction. */
+  protected checked(): void {
+    core().execute(JSON.stringify({ call: 'checkOps', ops: this.spec }), []);
+  }
+
+  private reduceRequest(op: ReduceOp, value: ReduceInput, destinations: Destinations): [string, ArrayBufferView[]] {
+    const enc = new Encoder();
+    const req = { call: 'reduce', ops: this.spec, op, value: enc.input(value), destinations: enc.destinations(destinations) };
+    return [JSON.stringify(req), enc.inputs];
+  }
+
+  private batchRequest(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): [string, ArrayBufferView[]] {
+    const enc = new Encoder();
+    return [JSON.stringify({ call: 'batchReduce', ops: this.spec, op, pairs: enc.pairs(pairs) }), enc.inputs];
+  }
+
+  private broadcastRequest(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): [string, ArrayBufferView[]] {
+    const enc = new Encoder();
+    const req = { call: 'broadcast', ops: this.spec, value: enc.value(asValue(value)), destinations: enc.destinations(destinations) };
+    return [JSON.stringify(req), enc.inputs];
+  }
+
+  /** Reduces `value` with `op` and puts the result on every device of `destinations`. */
+  async reduce(op: ReduceOp, value: ReduceInput, destinations: Destinations): Promise<Mirrored> {
+    return decodeResults(await core().executeAsync(...this.reduceRequest(op, value, destinations)))[0];
+  }
+
+  /** {@link reduce}, on the calling thread. */
+  reduceSync(op: ReduceOp, value: ReduceInput, destinations: Destinations): Mirrored {
+    return decodeResults(core().execute(...this.reduceRequest(op, value, destinations)))[0];
+  }
+
+  /** Reduces each `[value, destinations]` pair; results in the order of the pairs. */
+  async batchReduce(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): Promise<Mirrored[]> {
+    return decodeResults(await core().executeAsync(...this.batchRequest(op, pairs)));
+  }
+
+  /** {@link batchReduce}, on the calling thread. */
+  batchReduceSync(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): Mirrored[] {
+    return decodeResults(core().execute(...this.batchRequest(op, pairs)));
+  }
+
+  /** Copies `value` to every device of `destinations`. */
+  async broadcast(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): Promise<Mirrored> {
+    return decodeResults(await core().executeAsync(...this.broadcastRequest(value, destinations)))[0];
+  }
+
+  /** {@link broadcast}, on the calling thread. */
+  broadcastSync(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): Mirrored {
+    return decodeResults(core().execute(...this.broadcastRequest(value, destinations)))[0];
+  }
+}
+
+/** Options of {@link ReductionToOneDevice}. */
+export interface ReductionToOneDeviceOptions {
+  /** Where the reduction runs; default: the first destination device. */
+  reduceToDevice?: string;
+  /** TensorFlow's accumulation function; both sum in one pass here. Default `'add_n'`. */
+  accumulation?: 'add_n' | 'accumulate_n';
+}
+
+/**
+ * Reduces everything on one device, then copies the result to the destinations. Works for any
+ * devices, dense or sparse values and any destinations: the universal fallback.
+ */
+export class ReductionToOneDevice extends CrossDeviceOps {
+  protected readonly spec: object;
+
+  constructor(options: ReductionToOneDeviceOptions = {}) {
+    super();
+    this.spec = {
+      kind: 'ReductionToOneDevice',
+      reduceToDevice: options.reduceToDevice ?? null,
+      accumulation: options.accumulation ?? null,
+    };
+    this.checked();
+  }
+}
+
+/** TensorFlow 1.x name of {@link CrossDeviceOps}. */
+export const CrossTowerOps = CrossDeviceOps;
+/** TensorFlow 1.x name of {@link ReductionToOneDevice}. */
+export const ReductionToOneDeviceCrossTowerOps = ReductionToOneDevice;
+
+export type { DeviceValue };

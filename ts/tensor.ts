@@ -1,0 +1,196 @@
+/**
+ * Host tensors and IndexedSlices: typed data plus shape, wrapping the caller's TypedArray
+ * without copying it.
+ */
+import { core } from './backend.js';
+import { CrossDeviceError } from './errors.js';
+
+/** Element types. `float16` and `bfloat16` are stored as their bits in a `Uint16Array`. */
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int32' | 'int64';
+
+/** The TypedArray that stores each dtype. */
+export type TypedArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array;
+
+/** The device a tensor is on when none is given: TensorFlow's eager default. */
+export const DEFAULT_DEVICE = '/job:localhost/replica:0/task:0/device:CPU:0';
+
+const STORAGE: Record<DType, { new (buffer: ArrayBufferLike, byteOffset?: number, length?: number): TypedArray; BYTES_PER_ELEMENT: number }> = {
+  float32: Float32Array,
+  float64: Float64Array,
+  float16: Uint16Array,
+  bfloat16: Uint16Array,
+  int32: Int32Array,
+  int64: BigInt64Array,
+};
+
+/** Options of {@link tensor}. */
+export interface TensorOptions {
+  /** Element type; by default inferred from the TypedArray, `float32` for plain numbers. */
+  dtype?: DType;
+  /** The device the tensor is on (any TensorFlow spelling); default `/cpu:0`. */
+  device?: string;
+}
+
+/** Data a tensor can be made from. */
+export type TensorLike = TypedArray | number | bigint | readonly (number | bigint)[] | readonly unknown[];
+
+/** Views the bytes of `bytes` as the TypedArray of `dtype` (no copy). */
+export function typedView(dtype: DType, bytes: ArrayBufferView): TypedArray {
+  const C = STORAGE[dtype];
+  return new C(bytes.buffer, bytes.byteOffset, bytes.byteLength / C.BYTES_PER_ELEMENT);
+}
+
+function inferDType(data: unknown): DType | undefined {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Float64Array) return 'float64';
+  if (data instanceof Int32Array) return 'int32';
+  if (data instanceof BigInt64Array) return 'int64';
+  return undefined;
+}
+
+function flatten(x: unknown, shape: number[], depth: number, out: unknown[]): void {
+  if (Array.isArray(x)) {
+    if (shape.length === depth) shape.push(x.length);
+    else if (shape[depth] !== x.length) {
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `Ragged nested arrays cannot form a tensor (lengths ${shape[depth]} and ${x.length} at depth ${depth})`);
+    }
+    for (const y of x) flatten(y, shape, depth + 1, out);
+  } else {
+    out.push(x);
+  }
+}
+
+function fromNumbers(values: unknown[], dtype: DType, shape: number[]): TypedArray {
+  switch (dtype) {
+    case 'float32':
+      return Float32Array.from(values as number[]);
+    case 'float64':
+      return Float64Array.from(values as number[]);
+    case 'int32':
+      return Int32Array.from(values as number[]);
+    case 'int64':
+      return BigInt64Array.from(values.map((v) => BigInt(v as number)));
+    default: {
+      // Rounding to a half type happens in the core, once.
+      const reply = core().execute(JSON.stringify({ call: 'fromNumbers', buf: 0, dtype, shape }), [Float64Array.from(values as number[])]);
+      return typedView(dtype, reply.buffers[0]);
+    }
+  }
+}
+
+/** A dense host tensor: a TypedArray of elements in row-major order and a shape. */
+export class Tensor {
+  /** The elements (not a copy of the caller's array). */
+  readonly data: TypedArray;
+  /** Dimensions, outermost first; `[]` for a scalar. */
+  readonly shape: readonly number[];
+  /** Element type. */
+  readonly dtype: DType;
+  /** The device this tensor is on. */
+  readonly device: string;
+
+  /** Wraps `data`; the core checks that it fits `shape` and `dtype`. */
+  constructor(data: TypedArray, shape: readonly number[], dtype: DType, device: string = DEFAULT_DEVICE) {
+    this.data = data;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.device = device;
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return this.data.length;
+  }
+
+  /** The elements as numbers (`bigint` for int64), half types decoded. */
+  toArray(): number[] | bigint[] {
+    if (this.dtype === 'float16' || this.dtype === 'bfloat16') {
+      const reply = core().execute(JSON.stringify({ call: 'toNumbers', tensor: { buf: 0, dtype: this.dtype, shape: this.shape } }), [this.data]);
+      return Array.from(typedView('float64', reply.buffers[0]) as Float64Array);
+    }
+    return Array.from(this.data as ArrayLike<number | bigint>) as number[] | bigint[];
+  }
+
+  /** A short description: dtype, shape and device. */
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
+  }
+}
+
+/**
+ * Makes a tensor. TypedArrays are wrapped without copying (float16/bfloat16 data is a
+ * `Uint16Array` of bits and needs `dtype`); numbers and (nested) arrays are converted.
+ * `shape` defaults to the array's own shape (a 1-D length, a nested array's dimensions, `[]`
+ * for a number).
+ */
+export function tensor(data: TensorLike, shape?: readonly number[], options: TensorOptions = {}): Tensor {
+  const inferred = inferDType(data);
+  let dtype = options.dtype ?? inferred;
+  let typed: TypedArray;
+  let own: number[];
+  if (ArrayBuffer.isView(data)) {
+    if (dtype === undefined) {
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `A ${data.constructor.name} needs an explicit dtype (float16 and bfloat16 data is a Uint16Array of bits); allowed: float32, float64, float16, bfloat16, int32, int64`);
+    }
+    if (inferred !== undefined && inferred !== dtype) {
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `A ${data.constructor.name} holds ${inferred}, not ${dtype}`);
+    }
+    typed = data as TypedArray;
+    own = [typed.length];
+  } else {
+    dtype ??= typeof data === 'bigint' ? 'int64' : 'float32';
+    const values: unknown[] = [];
+    own = [];
+    flatten(data, own, 0, values);
+    typed = fromNumbers(values, dtype, shape ? [...shape] : own);
+  }
+  const t = new Tensor(typed, shape ?? own, dtype, options.device);
+  core().execute(JSON.stringify({ call: 'checkTensor', tensor: { buf: 0, dtype, shape: t.shape } }), [typed]);
+  return t;
+}
+
+/**
+ * Sparse rows of a dense tensor of shape `denseShape`: row `indices[k]` is `values[k]`.
+ * Gradients of embedding lookups have this form. Reducing slices concatenates them.
+ */
+export class IndexedSlices {
+  /** The rows, shape `[k, ...denseShape.slice(1)]`. */
+  readonly values: Tensor;
+  /** Row numbers, an int32 or int64 tensor of length k. */
+  readonly indices: Tensor;
+  /** Shape of the dense tensor. */
+  readonly denseShape: readonly number[];
+  /** The device the slices are on (that of `values`). */
+  readonly device: string;
+
+  constructor(values: Tensor, indices: Tensor, denseShape: readonly number[]) {
+    this.values = values;
+    this.indices = indices;
+    this.denseShape = Object.freeze([...denseShape]);
+    this.device = values.device;
+    core().execute(JSON.stringify({ call: 'checkValue', value: encodeSlices(this, 0) }), [values.data, indices.data]);
+  }
+
+  /** The dense tensor: zeros with each row added at its index (duplicate indices sum). */
+  densify(): Tensor {
+    const reply = core().execute(JSON.stringify({ call: 'densify', value: encodeSlices(this, 0) }), [this.values.data, this.indices.data]);
+    const d = reply.meta.value.dense;
+    return new Tensor(typedView(d.dtype, reply.buffers[d.buf]), d.shape, d.dtype, this.device);
+  }
+
+  /** A short description: dtype, rows, dense shape and device. */
+  toString(): string {
+    return `IndexedSlices(${this.values.dtype}, ${this.indices.size} rows of [${this.denseShape.join(', ')}], ${this.device})`;
+  }
+}
+
+/** The wire form of slices whose values and indices are input buffers `first` and `first + 1`. */
+export function encodeSlices(s: IndexedSlices, first: number): object {
+  return {
+    sparse: {
+      values: { buf: first, dtype: s.values.dtype, shape: s.values.shape },
+      indices: { buf: first + 1, dtype: s.indices.dtype, shape: s.indices.shape },
+      denseShape: s.denseShape,
+    },
+  };
+}
