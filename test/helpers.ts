@@ -31,7 +31,7 @@ export function assertMirroredDense(
     t.true(v instanceof Tensor, `value on ${d} is a Tensor`);
     const x = v as Tensor;
     t.is(x.device, d);
-    t.is(x.dtype, expected.dtype);
+    t.is(x.dtype as string, expected.dtype);
     t.deepEqual([...x.shape], [...expected.shape]);
     t.deepEqual(elems(x), [...expected.data], `value on ${d}`);
     if (x.data.byteLength > 0) buffers.add(x.data.buffer);
@@ -63,7 +63,7 @@ export function assertMirroredSlices(
     t.true(v instanceof IndexedSlices, `value on ${d} is IndexedSlices`);
     const s = v as IndexedSlices;
     t.is(s.device, d);
-    t.is(s.values.dtype, expected.dtype ?? 'float32');
+    t.is(s.values.dtype as string, expected.dtype ?? "float32");
     t.deepEqual([...s.values.shape], [...expected.valuesShape]);
     t.deepEqual(elems(s.values), [...expected.values]);
     t.is(s.indices.dtype, expected.indicesDtype ?? 'int32');

@@ -41,7 +41,7 @@ interface Dest {
 
 const DESTINATIONS: Dest[] = [
   { name: 'the PerDevice value', make: (_ds, pd) => pd, expect: (ds) => canonAll(ds) },
-  { name: 'Mirrored on the devices', make: (ds) => new Mirrored(ds.map((d) => [d, tensor(1, undefined, { device: d })])), expect: (ds) => canonAll(ds) },
+  { name: 'Mirrored on the devices', make: (ds) => new Mirrored(ds.map((d) => [d, tensor(1, undefined, { device: d })] as const)), expect: (ds) => canonAll(ds) },
   { name: "Mirrored on '/device:CPU:0'", make: () => new Mirrored({ [CPU_DEVICE]: tensor(1) }), expect: () => [cpu(0)] },
   { name: "the string '/device:CPU:0'", make: () => CPU_DEVICE, expect: () => [cpu(0)] },
   { name: 'the array of devices', make: (ds) => [...ds], expect: (ds) => canonAll(ds) },

@@ -6,6 +6,12 @@ export { backend, type BackendName } from './backend.js';
 export { canonicalizeDevice, resolveDevice } from './device.js';
 export { CrossDeviceError } from './errors.js';
 export {
+  AllReduceCrossDeviceOps,
+  AllReduceCrossTowerOps,
+  chooseTheBest,
+  HierarchicalCopyAllReduce,
+  NcclAllReduce,
+  type AllReduceOptions,
   CrossDeviceOps,
   CrossTowerOps,
   ReduceOp,
@@ -17,3 +23,5 @@ export {
 } from './ops.js';
 export { DEFAULT_DEVICE, IndexedSlices, Tensor, tensor, type DType, type TensorLike, type TensorOptions, type TypedArray } from './tensor.js';
 export { DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceEntries, type DeviceValue } from './values.js';
+export { Plan, type BytesMoved, type PlanChunk, type PlanStep } from './plan.js';
+export * as utils from './utils.js';

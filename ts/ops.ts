@@ -28,7 +28,7 @@ export type Destinations = DistributedValues | string | readonly string[] | { re
 export type ReduceInput = PerDevice | Tensor | IndexedSlices;
 
 /** Collects the TypedArrays a request refers to and describes arguments in the wire format. */
-class Encoder {
+export class Encoder {
   readonly inputs: ArrayBufferView[] = [];
 
   private buf(a: ArrayBufferView): number {
@@ -85,14 +85,16 @@ function decodeValue(v: any, buffers: ArrayBufferView[], device: string): Tensor
   return new IndexedSlices(t(v.sparse.values), t(v.sparse.indices), v.sparse.denseShape);
 }
 
-function decodeResults(reply: Reply): Mirrored[] {
+/** Mirrored values from a `{"results": …}` reply. */
+export function decodeResults(reply: Reply): Mirrored[] {
   return reply.meta.results.map(
     (entries: [string, any][]) => new Mirrored(entries.map(([d, v]) => [d, decodeValue(v, reply.buffers, d)] as const), CANONICAL),
   );
 }
 
-function asValue(x: Tensor | IndexedSlices | TensorLike): Tensor | IndexedSlices {
-  return x instanceof Tensor || x instanceof IndexedSlices ? x : tensor(x as TensorLike);
+function asValue(x: Tensor | IndexedSlices | TensorLike): Tensor | IndexedSlices | MapOutput {
+  // A MapOutput goes to the core as it is, which refuses to broadcast it.
+  return x instanceof Tensor || x instanceof IndexedSlices || x instanceof MapOutput ? x : tensor(x as TensorLike);
 }
 
 /**
@@ -183,6 +185,73 @@ export class ReductionToOneDevice extends CrossDeviceOps {
   }
 }
 
+/** Options of {@link AllReduceCrossDeviceOps}. */
+export interface AllReduceOptions {
+  /** Concatenate each device's gradients and split them into this many packs (0: don't). Default 1. */
+  numPacks?: number;
+  /** With `numPacks` 0: pack runs of float32 gradients of at most this many bytes. Default 0 (off). */
+  aggSmallGradsMaxBytes?: number;
+  /** With `numPacks` 0: runs of at most this many (+2) small gradients. Default 10. */
+  aggSmallGradsMaxGroup?: number;
+}
+
+/**
+ * All-reduce across the values' own devices with NCCL's ring (`'nccl'`) or DGX-1 style
+ * hierarchical copy (`'hierarchical_copy'`), after optional packing. When destinations differ
+ * from the values' devices, or a value is IndexedSlices, it reduces to the first destination
+ * device and broadcasts instead.
+ */
+export class AllReduceCrossDeviceOps extends CrossDeviceOps {
+  protected readonly spec: object;
+
+  constructor(allReduceAlg: 'nccl' | 'hierarchical_copy' = 'nccl', options: AllReduceOptions = {}) {
+    super();
+    this.spec = {
+      kind: 'AllReduce',
+      algorithm: allReduceAlg,
+      numPacks: options.numPacks ?? 1,
+      aggSmallGradsMaxBytes: options.aggSmallGradsMaxBytes ?? 0,
+      aggSmallGradsMaxGroup: options.aggSmallGradsMaxGroup ?? 10,
+    };
+    this.checked();
+  }
+}
+
+/** TF 2's `NcclAllReduce`: NCCL's ring with `numPacks` packs (0: no packing; negative is an error). */
+export class NcclAllReduce extends CrossDeviceOps {
+  protected readonly spec: object;
+
+  constructor(options: { numPacks?: number } = {}) {
+    super();
+    this.spec = { kind: 'NcclAllReduce', numPacks: options.numPacks ?? 1 };
+    this.checked();
+  }
+}
+
+/** TF 2's `HierarchicalCopyAllReduce`: hierarchical copy with `numPacks` packs (0: no packing). */
+export class HierarchicalCopyAllReduce extends CrossDeviceOps {
+  protected readonly spec: object;
+
+  constructor(options: { numPacks?: number } = {}) {
+    super();
+    this.spec = { kind: 'HierarchicalCopyAllReduce', numPacks: options.numPacks ?? 1 };
+    this.checked();
+  }
+}
+
+/**
+ * The best cross-device ops for `devices`: hierarchical copy with 8 packs on DGX-1-like GPU
+ * links, NCCL otherwise, and reduction to one device when a device is not a (visible) GPU.
+ * `links[i]` lists the GPUs linked to GPU i; when given, the devices are taken as present.
+ */
+export function chooseTheBest(devices: readonly string[], options: { links?: number[][] } = {}): CrossDeviceOps {
+  const choice = core().execute(JSON.stringify({ call: 'chooseTheBest', devices, links: options.links ?? null }), []).meta.choice;
+  if (choice.kind === 'AllReduce') return new AllReduceCrossDeviceOps(choice.algorithm, { numPacks: choice.numPacks });
+  return new ReductionToOneDevice();
+}
+
+/** TensorFlow 1.x name of {@link AllReduceCrossDeviceOps}. */
+export const AllReduceCrossTowerOps = AllReduceCrossDeviceOps;
 /** TensorFlow 1.x name of {@link CrossDeviceOps}. */
 export const CrossTowerOps = CrossDeviceOps;
 /** TensorFlow 1.x name of {@link ReductionToOneDevice}. */

@@ -60,7 +60,29 @@ function flatten(x: unknown, shape: number[], depth: number, out: unknown[]): vo
   }
 }
 
-function fromNumbers(values: unknown[], dtype: DType, shape: number[]): TypedArray {
+/** Throws unless every element is a number (or, for int64, a bigint or an integer number). */
+function checkElements(values: unknown[], dtype: DType): void {
+  for (const x of values) {
+    const ok = dtype === 'int64' ? typeof x === 'bigint' || Number.isInteger(x) : typeof x === 'number';
+    if (!ok) {
+      const what =
+        typeof x === 'object' && x !== null ? (x.constructor?.name ?? 'Object') : typeof x === 'string' ? JSON.stringify(x) : typeof x === 'bigint' ? `${x}n` : String(x);
+      const allowed = dtype === 'int64' ? 'integer numbers or bigints' : 'numbers';
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `The elements of a ${dtype} tensor must be ${allowed}, got ${what}`);
+    }
+  }
+}
+
+/** Throws unless `shape` is a list of non-negative integers (the core's own message). */
+export function checkShape(shape: readonly number[]): void {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    const dims = Array.isArray(shape) ? shape.map((d) => String(d)).join(', ') : String(shape);
+    throw new CrossDeviceError('ERR_INVALID_TENSOR', `Shape dimensions must be non-negative integers, got [${dims}]`);
+  }
+}
+
+function fromNumbers(values: unknown[], dtype: DType): TypedArray {
+  checkElements(values, dtype);
   switch (dtype) {
     case 'float32':
       return Float32Array.from(values as number[]);
@@ -71,8 +93,9 @@ function fromNumbers(values: unknown[], dtype: DType, shape: number[]): TypedArr
     case 'int64':
       return BigInt64Array.from(values.map((v) => BigInt(v as number)));
     default: {
-      // Rounding to a half type happens in the core, once.
-      const reply = core().execute(JSON.stringify({ call: 'fromNumbers', buf: 0, dtype, shape }), [Float64Array.from(values as number[])]);
+      // Rounding to a half type happens in the core, once. The shape is checked afterwards, with
+      // the caller's dtype in the message.
+      const reply = core().execute(JSON.stringify({ call: 'fromNumbers', buf: 0, dtype, shape: [values.length] }), [Float64Array.from(values as number[])]);
       return typedView(dtype, reply.buffers[0]);
     }
   }
@@ -91,6 +114,7 @@ export class Tensor {
 
   /** Wraps `data`; the core checks that it fits `shape` and `dtype`. */
   constructor(data: TypedArray, shape: readonly number[], dtype: DType, device: string = DEFAULT_DEVICE) {
+    checkShape(shape);
     this.data = data;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
@@ -135,6 +159,9 @@ export function tensor(data: TensorLike, shape?: readonly number[], options: Ten
     if (inferred !== undefined && inferred !== dtype) {
       throw new CrossDeviceError('ERR_INVALID_TENSOR', `A ${data.constructor.name} holds ${inferred}, not ${dtype}`);
     }
+    if (STORAGE[dtype] !== undefined && !(data instanceof STORAGE[dtype])) {
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `${dtype} data must be a ${STORAGE[dtype].name}, got a ${data.constructor.name}`);
+    }
     typed = data as TypedArray;
     own = [typed.length];
   } else {
@@ -142,7 +169,8 @@ export function tensor(data: TensorLike, shape?: readonly number[], options: Ten
     const values: unknown[] = [];
     own = [];
     flatten(data, own, 0, values);
-    typed = fromNumbers(values, dtype, shape ? [...shape] : own);
+    if (shape) checkShape(shape);
+    typed = fromNumbers(values, dtype);
   }
   const t = new Tensor(typed, shape ?? own, dtype, options.device);
   core().execute(JSON.stringify({ call: 'checkTensor', tensor: { buf: 0, dtype, shape: t.shape } }), [typed]);
@@ -164,6 +192,7 @@ export class IndexedSlices {
   readonly device: string;
 
   constructor(values: Tensor, indices: Tensor, denseShape: readonly number[]) {
+    checkShape(denseShape);
     this.values = values;
     this.indices = indices;
     this.denseShape = Object.freeze([...denseShape]);

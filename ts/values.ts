@@ -68,7 +68,9 @@ export class DistributedValues<V extends DeviceValue = DeviceValue> {
     const key = canonicalizeDevice(device);
     const v = this.#index.get(key);
     if (v === undefined) {
-      throw new CrossDeviceError('ERR_DEVICE_NOT_FOUND', `Device ${key} not found in ${JSON.stringify(this.devices)} (current device None)`);
+      // Formatted like the core's message: ["a", "b"].
+      const devices = `[${this.devices.map((d) => JSON.stringify(d)).join(', ')}]`;
+      throw new CrossDeviceError('ERR_DEVICE_NOT_FOUND', `Device ${key} not found in ${devices} (current device None)`);
     }
     return v;
   }

@@ -112,7 +112,7 @@ fn scatter_add<T: Element + Scalar>(values: &[T], idx: &[i64], width: usize, len
 }
 
 /// Concatenates buffers of one dtype (checked by the caller).
-fn concat_buffers(parts: &[&Buffer]) -> Buffer<'static> {
+pub(crate) fn concat_buffers(parts: &[&Buffer]) -> Buffer<'static> {
     fn cat<T: Scalar>(parts: &[&Buffer]) -> Vec<T> {
         parts.iter().flat_map(|p| T::slice(p).expect("dtypes checked").iter().copied()).collect()
     }

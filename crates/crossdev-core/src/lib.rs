@@ -5,14 +5,18 @@
 //! [`values`], [`reduce_op::ReduceOp`], the CPU [`kernels`], and the [`ops`] that reduce and
 //! broadcast. [`wire`] is the protocol the Node.js and WebAssembly bindings speak.
 
+pub mod algo;
 pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod indexed_slices;
 pub mod kernels;
 pub mod ops;
+pub mod pack;
+pub mod plan;
 pub mod reduce_op;
 pub mod tensor;
+pub mod topology;
 pub mod values;
 pub mod wire;
 

@@ -9,7 +9,15 @@ use crate::dtype::DType;
 use crate::error::{fail, CrossDeviceError, ErrorCode, Result};
 use crate::indexed_slices::IndexedSlices;
 use crate::kernels::cast::{from_f64, to_f64};
-use crate::ops::{Accumulation, CrossDeviceOps, ReductionToOneDevice};
+use crate::algo::hierarchical_copy::build_hierarchical_copy;
+use crate::algo::recursive_hd::build_recursive_hd_all_reduce;
+use crate::algo::reduce_to_one::build_reduce_to_one;
+use crate::algo::ring::{build_ring_all_reduce, ring_permutations};
+use crate::algo::shuffle::build_shuffle_all_reduce;
+use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Packing, ReductionToOneDevice};
+use crate::pack::extract_ranges;
+use crate::plan::{host, Chunk, Plan, Step};
+use crate::topology::{choose_the_best, Choice};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Tensor};
 use crate::values::{normalize_pairs, Destinations, Input, Mirrored, PerDevice, RawPair, Value};
@@ -29,6 +37,11 @@ enum Request {
     CanonicalizeAll { devices: Vec<String> },
     Densify { value: ValueW },
     FromNumbers { buf: usize, dtype: String, shape: Vec<i64> },
+    ChooseTheBest { devices: Vec<String>, links: Option<Vec<Vec<usize>>> },
+    Plan { plan: PlanW },
+    RunPlan { plan: PlanW, op: String, value: InputW },
+    ExtractRanges { indices: Vec<usize>, range_size_limit: usize },
+    RingPermutations { num_workers: usize, num_subchunks: usize, gpu_perm: Vec<usize> },
     ToNumbers { tensor: TensorW },
 }
 
@@ -36,6 +49,104 @@ enum Request {
 #[serde(tag = "kind", rename_all_fields = "camelCase")]
 enum OpsW {
     ReductionToOneDevice { reduce_to_device: Option<String>, accumulation: Option<String> },
+    AllReduce { algorithm: String, num_packs: i64, agg_small_grads_max_bytes: i64, agg_small_grads_max_group: i64 },
+    NcclAllReduce { num_packs: i64 },
+    HierarchicalCopyAllReduce { num_packs: i64 },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "algorithm", rename_all = "snake_case", rename_all_fields = "camelCase")]
+enum PlanW {
+    Ring { devices: Vec<String>, elements: usize, dtype: Option<String>, num_workers: Option<usize>, num_subchunks: Option<usize>, gpu_perm: Option<Vec<usize>> },
+    Rechd { devices: Vec<String>, elements: usize, dtype: Option<String> },
+    Shuffle { devices: Vec<String>, gather_devices: Vec<String>, elements: usize, dtype: Option<String> },
+    HierarchicalCopy { devices: Vec<String>, elements: usize, dtype: Option<String>, index: Option<usize> },
+    ReduceToOne { devices: Vec<String>, elements: usize, dtype: Option<String> },
+    Nccl { devices: Vec<String>, elements: usize, dtype: Option<String> },
+}
+
+impl PlanW {
+    fn build(&self) -> Result<Plan> {
+        let dt = |d: &Option<String>| DType::parse(d.as_deref().unwrap_or("float32"));
+        match self {
+            PlanW::Ring { devices, elements, dtype, num_workers, num_subchunks, gpu_perm } => {
+                let workers = num_workers.unwrap_or(1);
+                let perm = gpu_perm.clone().unwrap_or_else(|| (0..devices.len() / workers.max(1)).collect());
+                build_ring_all_reduce(devices, *elements, dt(dtype)?, workers, num_subchunks.unwrap_or(1), &perm)
+            }
+            PlanW::Rechd { devices, elements, dtype } => build_recursive_hd_all_reduce(devices, *elements, dt(dtype)?),
+            PlanW::Shuffle { devices, gather_devices, elements, dtype } => {
+                build_shuffle_all_reduce(devices, gather_devices, *elements, dt(dtype)?)
+            }
+            PlanW::HierarchicalCopy { devices, elements, dtype, index } => {
+                build_hierarchical_copy(devices, *elements, dt(dtype)?, index.unwrap_or(0))
+            }
+            PlanW::ReduceToOne { devices, elements, dtype } => build_reduce_to_one(devices, *elements, dt(dtype)?),
+            PlanW::Nccl { devices, elements, dtype } => AllReduceAlgorithm::Nccl.plan(devices, dt(dtype)?, *elements, 0),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkOut {
+    device: String,
+    buf: usize,
+    offset: usize,
+    len: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum StepOut {
+    Copy { src: ChunkOut, dst: ChunkOut },
+    Reduce { srcs: Vec<ChunkOut>, dst: ChunkOut, last: bool },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanOut {
+    algorithm: String,
+    devices: Vec<String>,
+    dtype: &'static str,
+    elements: usize,
+    stages: Vec<Vec<StepOut>>,
+    bytes_moved: u64,
+    bytes_by_link: std::collections::BTreeMap<String, u64>,
+    text: String,
+}
+
+fn describe_plan(plan: &Plan) -> PlanOut {
+    let chunk = |c: &Chunk| ChunkOut {
+        device: plan.devices[plan.buffers[c.buf].device].clone(),
+        buf: c.buf,
+        offset: c.offset,
+        len: c.len,
+    };
+    let moved = plan.bytes_moved();
+    PlanOut {
+        algorithm: plan.algorithm.clone(),
+        devices: plan.devices.clone(),
+        dtype: plan.dtype.name(),
+        elements: plan.elements,
+        stages: plan
+            .stages
+            .iter()
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|step| match step {
+                        Step::Copy { src, dst } => StepOut::Copy { src: chunk(src), dst: chunk(dst) },
+                        Step::Reduce { srcs, dst, last } => {
+                            StepOut::Reduce { srcs: srcs.iter().map(chunk).collect(), dst: chunk(dst), last: *last }
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
+        bytes_moved: moved.total,
+        bytes_by_link: moved.by_link.into_iter().map(|((a, b), n)| (format!("{a}->{b}"), n)).collect(),
+        text: plan.to_string(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,9 +206,20 @@ enum ValueOut {
 }
 
 #[derive(Serialize)]
+#[serde(tag = "kind", rename_all_fields = "camelCase")]
+enum ChoiceOut {
+    ReductionToOneDevice { reason: String },
+    AllReduce { algorithm: &'static str, num_packs: usize },
+}
+
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 enum ResponseW {
     Results(Vec<Vec<(String, ValueOut)>>),
+    Plan(Box<PlanOut>),
+    Choice(ChoiceOut),
+    Ranges { ranges: Vec<(usize, usize)>, singles: Vec<usize> },
+    Permutations { pred: Vec<Vec<usize>>, rank: Vec<Vec<usize>> },
     Value(ValueOut),
     Device(String),
     Devices(Vec<String>),
@@ -178,7 +300,23 @@ fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             let acc = Accumulation::parse(accumulation.as_deref().unwrap_or("add_n"))?;
             Ok(Box::new(ReductionToOneDevice::new(reduce_to_device.as_deref(), acc)?))
         }
+        OpsW::AllReduce { algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => Ok(Box::new(AllReduce {
+            algorithm: AllReduceAlgorithm::parse(&algorithm)?,
+            packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
+        })),
+        OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce"),
+        OpsW::HierarchicalCopyAllReduce { num_packs } => {
+            tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")
+        }
     }
+}
+
+/// TF 2's `NcclAllReduce` / `HierarchicalCopyAllReduce`: `num_packs >= 0`, 0 meaning no packing.
+fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> Result<Box<dyn CrossDeviceOps>> {
+    if num_packs < 0 {
+        return fail(ErrorCode::InvalidArgument, format!("{what} requires num_packs >= 0, but {num_packs} is specified"));
+    }
+    Ok(Box::new(AllReduce { algorithm, packing: Packing::new(num_packs, 0, 0)? }))
 }
 
 #[derive(Default)]
@@ -265,6 +403,42 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             let t = dec.tensor(&tensor)?;
             let numbers = Tensor::new(t.shape.clone(), Buffer::F64(to_f64(&t.data).into()))?;
             ResponseW::Value(enc.value(Value::Dense(numbers))?)
+        }
+        Request::ChooseTheBest { devices, links } => ResponseW::Choice(match choose_the_best(&devices, links.as_deref(), 0)? {
+            Choice::ReductionToOneDevice { reason } => ChoiceOut::ReductionToOneDevice { reason },
+            Choice::AllReduce { algorithm, num_packs } => ChoiceOut::AllReduce { algorithm, num_packs },
+        }),
+        Request::Plan { plan } => ResponseW::Plan(Box::new(describe_plan(&plan.build()?))),
+        Request::RunPlan { plan, op, value } => {
+            let plan = plan.build()?;
+            let op = ReduceOp::parse(&op)?;
+            let value = dec.input(&value)?.into_per_device()?;
+            let inputs: Vec<&Buffer> = (0..plan.inputs)
+                .map(|i| match value.get(&plan.devices[plan.buffers[i].device])? {
+                    Value::Dense(t) => Ok(&t.data),
+                    _ => fail(ErrorCode::InvalidInput, "a plan runs on dense tensors"),
+                })
+                .collect::<Result<_>>()?;
+            let shape = match value.get(&plan.devices[0])? {
+                Value::Dense(t) => t.shape.clone(),
+                _ => unreachable!("checked above"),
+            };
+            let outs = host::run(&plan, op, &inputs)?;
+            let m = Mirrored::new(
+                (0..plan.inputs)
+                    .zip(outs)
+                    .map(|(i, data)| Ok((plan.devices[plan.buffers[i].device].clone(), Value::Dense(Tensor::new(shape.clone(), data)?))))
+                    .collect::<Result<Vec<_>>>()?,
+            )?;
+            ResponseW::Results(vec![enc.mirrored(m)?])
+        }
+        Request::ExtractRanges { indices, range_size_limit } => {
+            let (ranges, singles) = extract_ranges(&indices, range_size_limit);
+            ResponseW::Ranges { ranges, singles }
+        }
+        Request::RingPermutations { num_workers, num_subchunks, gpu_perm } => {
+            let (pred, rank) = ring_permutations(num_workers, num_subchunks, &gpu_perm)?;
+            ResponseW::Permutations { pred, rank }
         }
         Request::Densify { value } => match dec.value(&value)? {
             Value::Sparse(s) => ResponseW::Value(enc.value(Value::Dense(s.densify()?))?),

@@ -145,3 +145,14 @@ pub fn place(value: Value<'static>, destinations: &Destinations) -> Result<Mirro
     let copies: Vec<Value<'static>> = devices.iter().skip(1).map(|_| copy_value(&value)).collect();
     Mirrored::new(devices.into_iter().zip(std::iter::once(value).chain(copies)))
 }
+
+/// `_devices_match`: whether `value` lives on exactly the devices `destinations` names (as sets).
+pub fn devices_match(value: &PerDevice<Value>, destinations: &Destinations) -> Result<bool> {
+    let mut a = value.devices();
+    let mut b = destinations.devices()?;
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    Ok(a == b)
+}

@@ -1,12 +1,14 @@
 //! Cross-device ops: the `CrossDeviceOps` contract and its implementations.
 
 pub mod aggregate;
+pub mod all_reduce;
 pub mod reduction_to_one_device;
 
 use crate::error::Result;
 use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Input, Mirrored, PerDevice, Value};
 
+pub use all_reduce::{AllReduce, AllReduceAlgorithm, Packing};
 pub use reduction_to_one_device::{Accumulation, ReductionToOneDevice};
 
 /// Reduces per-device values and broadcasts values to devices (`CrossDeviceOps`, SPEC §5.4).

@@ -1,0 +1,192 @@
+//! `AllReduceCrossDeviceOps` (SPEC §5.8, TF 2's `NcclAllReduce` / `HierarchicalCopyAllReduce`):
+//! gradients are grouped per device, optionally packed, all-reduced with NCCL's ring or
+//! hierarchical copy, unpacked and returned per variable. Falls back to reducing on one device
+//! when destinations differ from the values' devices or a value is sparse.
+
+use super::aggregate::devices_match;
+use super::{CrossDeviceOps, ReductionToOneDevice, Accumulation};
+use crate::algo::hierarchical_copy::hierarchical_copy;
+use crate::algo::ring::{ring, ring_permutations};
+use crate::algo::start;
+use crate::error::{fail, ErrorCode, Result};
+use crate::pack::{AggregateSmallTensorPacker, ConcatAndSplitPacker};
+use crate::plan::{host, Plan};
+use crate::reduce_op::ReduceOp;
+use crate::tensor::Tensor;
+use crate::values::{Destinations, Mirrored, PerDevice, Value};
+
+/// The all-reduce algorithm of [`AllReduce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllReduceAlgorithm {
+    /// NCCL's ring (on host devices: the ring schedule as a plan).
+    Nccl,
+    /// DGX-1 style hierarchical copy.
+    HierarchicalCopy,
+}
+
+impl AllReduceAlgorithm {
+    /// Parses `"nccl"` or `"hierarchical_copy"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "nccl" => Ok(AllReduceAlgorithm::Nccl),
+            "hierarchical_copy" => Ok(AllReduceAlgorithm::HierarchicalCopy),
+            other => fail(
+                ErrorCode::InvalidArgument,
+                format!("unsupported all_reduce_alg {other:?}: expected 'nccl' or 'hierarchical_copy'"),
+            ),
+        }
+    }
+
+    /// The public name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AllReduceAlgorithm::Nccl => "nccl",
+            AllReduceAlgorithm::HierarchicalCopy => "hierarchical_copy",
+        }
+    }
+
+    /// The plan reducing pack `index` of `elements` elements over `devices`.
+    pub fn plan(self, devices: &[String], dtype: crate::DType, elements: usize, index: usize) -> Result<Plan> {
+        let (mut b, srcs) = start(self.name(), devices, dtype, elements)?;
+        let n = srcs.len();
+        let placed = match self {
+            AllReduceAlgorithm::Nccl => {
+                let (pred, rank) = ring_permutations(1, 1, &(0..n).collect::<Vec<_>>())?;
+                ring(&mut b, &srcs, 1, &pred, &rank, 0, true)
+            }
+            AllReduceAlgorithm::HierarchicalCopy => hierarchical_copy(&mut b, &srcs, index, 0, true),
+        };
+        b.finish(placed.outputs)
+    }
+}
+
+/// How gradients are packed before the all-reduce (`_pack_tensors`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// Each gradient on its own.
+    None,
+    /// Concatenated and split into a number of packs.
+    ConcatAndSplit(ConcatAndSplitPacker),
+    /// Runs of small float32 gradients concatenated.
+    SmallTensors(AggregateSmallTensorPacker),
+}
+
+impl Packing {
+    /// `num_packs > 0` → concat/split; else both aggregation limits > 0 → small tensors; else none.
+    pub fn new(num_packs: i64, agg_small_grads_max_bytes: i64, agg_small_grads_max_group: i64) -> Result<Packing> {
+        Ok(if num_packs > 0 {
+            Packing::ConcatAndSplit(ConcatAndSplitPacker::new(num_packs)?)
+        } else if agg_small_grads_max_bytes > 0 && agg_small_grads_max_group > 0 {
+            Packing::SmallTensors(AggregateSmallTensorPacker::new(agg_small_grads_max_bytes, agg_small_grads_max_group)?)
+        } else {
+            Packing::None
+        })
+    }
+
+    /// Packs, reduces each packed tensor with `reduce(index, tensors across devices)`, unpacks.
+    pub fn around(
+        &self,
+        grads: &[Vec<Tensor>],
+        mut reduce: impl FnMut(usize, &[&Tensor]) -> Result<Vec<Tensor<'static>>>,
+    ) -> Result<Vec<Vec<Tensor<'static>>>> {
+        let mut all_reduce = |packed: &[Vec<Tensor>]| -> Result<Vec<Vec<Tensor<'static>>>> {
+            let count = packed.first().map_or(0, |g| g.len());
+            let mut out: Vec<Vec<Tensor<'static>>> = packed.iter().map(|_| Vec::with_capacity(count)).collect();
+            for i in 0..count {
+                let across: Vec<&Tensor> = packed.iter().map(|g| &g[i]).collect();
+                for (d, t) in reduce(i, &across)?.into_iter().enumerate() {
+                    out[d].push(t);
+                }
+            }
+            Ok(out)
+        };
+        match self {
+            Packing::None => all_reduce(grads),
+            Packing::ConcatAndSplit(p) => {
+                let (packed, info) = p.pack(grads)?;
+                p.unpack(&all_reduce(&packed)?, &info)
+            }
+            Packing::SmallTensors(p) => {
+                let (packed, info) = p.pack(grads)?;
+                p.unpack(&all_reduce(&packed)?, info.as_deref())
+            }
+        }
+    }
+}
+
+/// All-reduce across the values' own devices with [`AllReduceAlgorithm`] and [`Packing`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllReduce {
+    /// The algorithm.
+    pub algorithm: AllReduceAlgorithm,
+    /// The packing.
+    pub packing: Packing,
+}
+
+fn dense<'v, 'a>(v: &'v Value<'a>) -> Option<&'v Tensor<'a>> {
+    match v {
+        Value::Dense(t) => Some(t),
+        _ => None,
+    }
+}
+
+impl AllReduce {
+    /// Reduces values that all live on the same devices (`_batch_all_reduce`).
+    fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        let devices = values[0].devices();
+        let grads: Vec<Vec<Tensor>> = devices
+            .iter()
+            .map(|d| values.iter().map(|v| v.get(d).map(|x| dense(x).expect("dense checked").view())).collect())
+            .collect::<Result<_>>()?;
+        let reduced = self.packing.around(&grads, |index, across| {
+            let first = across[0];
+            if let Some(t) = across.iter().find(|t| t.dtype() != first.dtype() || t.num_elements() != first.num_elements()) {
+                return fail(
+                    ErrorCode::ShapeMismatch,
+                    format!(
+                        "all-reduce needs the same dtype and size on every device: {} {:?} and {} {:?}",
+                        first.dtype().name(),
+                        first.shape,
+                        t.dtype().name(),
+                        t.shape
+                    ),
+                );
+            }
+            let plan = self.algorithm.plan(&devices, first.dtype(), first.num_elements(), index)?;
+            let outs = host::run(&plan, op, &across.iter().map(|t| &t.data).collect::<Vec<_>>())?;
+            across.iter().zip(outs).map(|(t, data)| Tensor::new(t.shape.clone(), data)).collect()
+        })?;
+        (0..values.len())
+            .map(|i| Mirrored::new(devices.iter().zip(&reduced).map(|(d, per)| (d.clone(), Value::Dense(per[i].clone())))))
+            .collect()
+    }
+
+    fn fallback(&self, destinations: &Destinations) -> Result<ReductionToOneDevice> {
+        let first = destinations.devices()?.into_iter().next();
+        ReductionToOneDevice::new(first.as_deref(), Accumulation::AddN)
+    }
+
+    fn all_reducible(value: &PerDevice<Value>, destinations: &Destinations) -> Result<bool> {
+        Ok(devices_match(value, destinations)? && value.iter().all(|(_, v)| dense(v).is_some()))
+    }
+}
+
+impl CrossDeviceOps for AllReduce {
+    fn reduce_implementation(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
+        if Self::all_reducible(value, destinations)? {
+            return Ok(self.batch_all_reduce(op, &[value])?.remove(0));
+        }
+        self.fallback(destinations)?.reduce_implementation(op, value, destinations)
+    }
+
+    fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        let mut all = !pairs.is_empty();
+        for (v, d) in pairs {
+            all = all && Self::all_reducible(v, d)? && devices_match(v, &Destinations::Values(pairs[0].0.devices()))?;
+        }
+        if all {
+            return self.batch_all_reduce(op, &pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
+        }
+        pairs.iter().map(|(v, d)| self.reduce_implementation(op, v, d)).collect()
+    }
+}
