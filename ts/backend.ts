@@ -48,8 +48,12 @@ function decode(meta: string, buffers: ArrayBufferView[]): Reply {
 }
 
 interface NativeAddon {
-  execute(request: string, inputs: Uint8Array[]): { meta: string; buffers: ArrayBufferView[] };
-  executeAsync(request: string, inputs: Uint8Array[]): Promise<{ meta: string; buffers: ArrayBufferView[] }>;
+  execute(request: string, inputs: Uint8Array[]): { meta: string; buffers: ArrayBuffer[] };
+  executeAsync(request: string, inputs: Uint8Array[]): Promise<{ meta: string; buffers: ArrayBuffer[] }>;
+}
+
+function views(buffers: ArrayBuffer[]): Uint8Array[] {
+  return buffers.map((b) => new Uint8Array(b));
 }
 
 function loadNative(): Backend {
@@ -63,11 +67,11 @@ function loadNative(): Backend {
         name: 'native',
         execute: (req, inputs) => {
           const r = addon.execute(req, inputs.map(bytesOf));
-          return decode(r.meta, r.buffers);
+          return decode(r.meta, views(r.buffers));
         },
         executeAsync: async (req, inputs) => {
           const r = await addon.executeAsync(req, inputs.map(bytesOf));
-          return decode(r.meta, r.buffers);
+          return decode(r.meta, views(r.buffers));
         },
       };
     } catch (e) {

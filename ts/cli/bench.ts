@@ -6,7 +6,8 @@
  * write N·S bytes, the traffic of N copies of S bytes.
  */
 import { writeFileSync } from 'node:fs';
-import { backend, PerDevice, ReduceOp, ReductionToOneDevice, tensor, type DType, type Tensor, type TypedArray } from '../index.js';
+import { backend, CrossDeviceError, PerDevice, ReductionToOneDevice, tensor, utils, type DType, type Mirrored, type Tensor, type TypedArray } from '../index.js';
+import type { ReduceOp } from '../ops.js';
 import { choice, integer, UsageError } from './args.js';
 
 const DTYPES = ['float32', 'float64', 'float16', 'bfloat16', 'int32', 'int64'] as const;
@@ -17,9 +18,11 @@ const HALF_BITS: Record<number, Record<'float16' | 'bfloat16', number>> = { 1: {
 
 export const BENCH_HELP = `crossdev bench: all-reduce bandwidth on virtual CPU devices (like nccl-tests' all_reduce_perf)
 
-Usage: crossdev bench [--devices N] [--dtype T] [--op OP] [--backend native|wasm]
+Usage: crossdev bench [--alg A] [--devices N] [--dtype T] [--op OP] [--backend native|wasm]
                       [--min-bytes B] [--max-bytes B] [--sync] [--json] [--out FILE]
 
+  --alg A         what to time: op (ReductionToOneDevice.reduce, default), reduce_to_one, ring,
+                  rechd, shuffle, hierarchical_copy, nccl (plans), or all (every plan)
   --devices N     virtual devices /cpu:0 … /cpu:N-1 (default 8)
   --dtype T       ${DTYPES.join(', ')} (default float32)
   --op OP         ${OPS.join(', ')} (default SUM)
@@ -32,11 +35,14 @@ Usage: crossdev bench [--devices N] [--dtype T] [--op OP] [--backend native|wasm
 
 Columns: size (bytes per device), count (elements), type, redop, time (µs per all-reduce),
 algbw (size/time), busbw (algbw·2(n-1)/n, as nccl-tests), #wrong (elements differing from a
-plain loop), bound% (time of N memcpys of the size, measured in this run, over the time).
+plain loop), bound% (the time to copy the bytes the operation must move at the memory-copy
+bandwidth measured in this run, over the time: N·size for op, the plan's cross-device bytes
+for plans).
 Exit codes: 0 all results right, 1 some result wrong, 2 bad arguments.`;
 
 /** One row of the table. */
 export interface BenchRow {
+  alg: string;
   size: number;
   count: number;
   dtype: DType;
@@ -134,52 +140,71 @@ function human(bytes: number): string {
   return `${bytes} B`;
 }
 
-/** Runs the benchmark described by the flags and prints it; returns the exit code. */
-export async function bench(flags: Map<string, string | true>): Promise<number> {
-  const devices = integer(flags, 'devices', 1, 64, 8);
-  const dtype = choice(flags, 'dtype', DTYPES, 'float32');
-  const op = choice(flags, 'op', OPS, 'SUM');
-  const backendFlag = flags.get('backend');
-  if (backendFlag !== undefined) process.env.CROSSDEV_BACKEND = choice(flags, 'backend', ['native', 'wasm'] as const, 'native');
-  const minBytes = integer(flags, 'min-bytes', 1, 2 ** 31, 4);
-  const maxBytes = integer(flags, 'max-bytes', 1, 2 ** 31, 64 << 20);
-  const sync = flags.get('sync') === true;
-  const json = flags.get('json') === true;
-  const out = flags.get('out');
-  if (out === true) throw new UsageError('--out needs a file name');
+/** The algorithms `--alg` accepts; `op` is the ReductionToOneDevice op the default table times. */
+export const ALGS = ['op', 'reduce_to_one', 'ring', 'rechd', 'shuffle', 'hierarchical_copy', 'nccl'] as const;
+type Alg = (typeof ALGS)[number];
 
-  const names = Array.from({ length: devices }, (_, d) => `/cpu:${d}`);
-  const ops = new ReductionToOneDevice();
-  const sizes: number[] = [];
-  for (let s = minBytes; s <= maxBytes; s *= 4) if (s >= BYTES[dtype]) sizes.push(s - (s % BYTES[dtype]));
-  const copyBw = copyBandwidth(Math.min(Math.max(maxBytes, 1 << 20), 64 << 20));
+/** What one table times: a function running an all-reduce of `pd`, and the bytes it must move. */
+interface Case {
+  run(): Promise<Mirrored>;
+  boundBytes: number;
+}
 
+function makeCase(alg: Alg, pd: PerDevice, names: string[], count: number, dtype: DType, op: ReduceOp, sync: boolean): Case {
+  const size = count * BYTES[dtype];
+  if (alg === 'op') {
+    const ops = new ReductionToOneDevice();
+    // Reduce + broadcast reads N inputs and writes N outputs: the traffic of N copies.
+    return { run: () => (sync ? Promise.resolve(ops.reduceSync(op, pd, pd)) : ops.reduce(op, pd, pd)), boundBytes: names.length * size };
+  }
+  const o = { devices: names, elements: count, dtype };
+  const plan =
+    alg === 'ring' ? utils.buildRingAllReduce(o)
+    : alg === 'rechd' ? utils.buildRecursiveHdAllReduce(o)
+    : alg === 'shuffle' ? utils.buildShuffleAllReduce({ ...o, gatherDevices: names })
+    : alg === 'hierarchical_copy' ? utils.buildHierarchicalCopy(o)
+    : alg === 'nccl' ? utils.buildNcclAllReduce(o)
+    : utils.buildReduceToOne(o);
+  // A plan cannot beat copying the bytes it moves between devices.
+  return { run: () => (sync ? Promise.resolve(plan.runSync(pd, op)) : plan.run(pd, op)), boundBytes: plan.bytesMoved().total };
+}
+
+/** Times `alg` over every size; rows, or the reason it cannot run at some size. */
+async function benchAlg(alg: Alg, names: string[], dtype: DType, op: ReduceOp, sizes: number[], sync: boolean, copyBw: number, json: boolean): Promise<BenchRow[]> {
+  const devices = names.length;
   const rows: BenchRow[] = [];
   if (!json) {
-    console.log(`# crossdev bench: all-reduce (ReductionToOneDevice) on ${devices} virtual CPU devices, backend ${backend()}, ${sync ? 'reduceSync' : 'reduce (async)'}`);
-    console.log(`# memory-copy bandwidth in this process: ${(copyBw / 1e9).toFixed(2)} GB/s`);
-    console.log('#');
+    console.log(`# ${alg === 'op' ? 'ReductionToOneDevice (reduce, then the result on every device)' : `plan ${alg}`}: ${devices} virtual CPU devices, backend ${backend()}, ${sync ? 'sync' : 'async'}`);
     console.log(`#${'size'.padStart(11)}${'count'.padStart(12)}${'type'.padStart(10)}${'redop'.padStart(9)}${'time(us)'.padStart(12)}${'algbw(GB/s)'.padStart(13)}${'busbw(GB/s)'.padStart(13)}${'#wrong'.padStart(8)}${'bound%'.padStart(8)}`);
   }
   for (const [k, size] of sizes.entries()) {
-    progress(k, sizes.length, human(size));
+    progress(k, sizes.length, `${alg} ${human(size)}`);
     const count = size / BYTES[dtype];
     const pd = new PerDevice(names.map((d, i) => [d, tensor(makeInput(dtype, count, i), [count], { dtype, device: d })] as const));
-    const run = () => (sync ? Promise.resolve(ops.reduceSync(op, pd, pd)) : ops.reduce(op, pd, pd));
-    const first = await run();
+    let c: Case;
+    let first: Mirrored;
+    try {
+      c = makeCase(alg, pd, names, count, dtype, op, sync);
+      first = await c.run();
+    } catch (e) {
+      if (!(e instanceof CrossDeviceError)) throw e;
+      if (!json) console.log(` ${String(size).padStart(11)}${String(count).padStart(12)}  skipped: ${e.message}`);
+      continue;
+    }
     const wrong = first.devices.reduce((w, d) => w + countWrong(first.get(d) as Tensor, dtype, op, devices), 0);
     let iters = 0;
     const start = process.hrtime.bigint();
     let elapsed = 0;
     while ((elapsed < 0.3 && iters < 10000) || iters < 3) {
-      await run();
+      await c.run();
       iters++;
       elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     }
     const time = elapsed / iters;
     const algbw = size / time / 1e9;
-    const boundTime = (devices * size) / copyBw;
+    const boundTime = c.boundBytes / copyBw;
     const row: BenchRow = {
+      alg,
       size,
       count,
       dtype,
@@ -199,6 +224,37 @@ export async function bench(flags: Map<string, string | true>): Promise<number> 
     }
   }
   progress(sizes.length, sizes.length, 'done');
+  if (!json) console.log('#');
+  return rows;
+}
+
+/** Runs the benchmark described by the flags and prints it; returns the exit code. */
+export async function bench(flags: Map<string, string | true>): Promise<number> {
+  const devices = integer(flags, 'devices', 1, 64, 8);
+  const dtype = choice(flags, 'dtype', DTYPES, 'float32');
+  const op = choice(flags, 'op', OPS, 'SUM');
+  const backendFlag = flags.get('backend');
+  if (backendFlag !== undefined) process.env.CROSSDEV_BACKEND = choice(flags, 'backend', ['native', 'wasm'] as const, 'native');
+  const algFlag = choice(flags, 'alg', [...ALGS, 'all'] as const, 'op');
+  const algs: Alg[] = algFlag === 'all' ? ALGS.filter((a) => a !== 'op') : [algFlag];
+  const minBytes = integer(flags, 'min-bytes', 1, 2 ** 31, 4);
+  const maxBytes = integer(flags, 'max-bytes', 1, 2 ** 31, 64 << 20);
+  const sync = flags.get('sync') === true;
+  const json = flags.get('json') === true;
+  const out = flags.get('out');
+  if (out === true) throw new UsageError('--out needs a file name');
+
+  const names = Array.from({ length: devices }, (_, d) => `/cpu:${d}`);
+  const sizes: number[] = [];
+  for (let s = minBytes; s <= maxBytes; s *= 4) if (s >= BYTES[dtype]) sizes.push(s - (s % BYTES[dtype]));
+  const copyBw = copyBandwidth(Math.min(Math.max(maxBytes, 1 << 20), 64 << 20));
+  if (!json) {
+    console.log(`# crossdev bench: backend ${backend()}, memory-copy bandwidth in this process ${(copyBw / 1e9).toFixed(2)} GB/s`);
+    console.log('# bound% = (bytes the operation must move / copy bandwidth) / time');
+    console.log('#');
+  }
+  const rows: BenchRow[] = [];
+  for (const alg of algs) rows.push(...(await benchAlg(alg, names, dtype, op, sizes, sync, copyBw, json)));
   const totalWrong = rows.reduce((w, r) => w + r.wrong, 0);
   const report = { tool: 'crossdev bench', backend: backend(), devices, dtype, op, async: !sync, copyBandwidthGBs: copyBw / 1e9, node: process.version, rows };
   if (json) console.log(JSON.stringify(report, null, 2));

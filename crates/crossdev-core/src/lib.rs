@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod ops;
 pub mod pack;
 pub mod plan;
+pub mod pool;
 pub mod reduce_op;
 pub mod tensor;
 pub mod topology;

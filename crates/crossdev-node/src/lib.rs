@@ -4,43 +4,65 @@
 //! ArrayBuffers over the Rust allocations (no copy). Panics never cross into Node: the core
 //! catches them and answers with an `ERR_INTERNAL` error.
 
+use crossdev_core::pool::PoolAllocator;
 use crossdev_core::tensor::Buffer;
 use crossdev_core::wire;
 use napi::bindgen_prelude::*;
+use napi::check_status;
+use std::ffi::c_void;
 use napi_derive::napi;
 
-/// A result buffer on its way to JavaScript, as the TypedArray of its dtype.
+/// Large result buffers are recycled instead of page-faulted in anew on every call.
+#[global_allocator]
+static ALLOCATOR: PoolAllocator = PoolAllocator::new();
+
+/// A result buffer on its way to JavaScript: an external `ArrayBuffer` over the Rust allocation
+/// (no copy), whose size is reported to V8 so that its garbage collector knows what it holds and
+/// frees dropped results promptly (which returns their memory to the pool for the next call).
 pub struct OutBuffer(Buffer<'static>);
 
 impl TypeName for OutBuffer {
     fn type_name() -> &'static str {
-        "TypedArray"
+        "ArrayBuffer"
     }
     fn value_type() -> ValueType {
         ValueType::Object
     }
 }
 
-impl ToNapiValue for OutBuffer {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        match val.0 {
-            Buffer::F32(v) => Float32Array::to_napi_value(env, Float32Array::new(v.into_owned())),
-            Buffer::F64(v) => Float64Array::to_napi_value(env, Float64Array::new(v.into_owned())),
-            Buffer::F16(v) => Uint16Array::to_napi_value(env, Uint16Array::new(half_bits(v.into_owned()))),
-            Buffer::BF16(v) => Uint16Array::to_napi_value(env, Uint16Array::new(half_bits(v.into_owned()))),
-            Buffer::I32(v) => Int32Array::to_napi_value(env, Int32Array::new(v.into_owned())),
-            Buffer::I64(v) => BigInt64Array::to_napi_value(env, BigInt64Array::new(v.into_owned())),
-        }
-    }
+unsafe extern "C" fn release(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the Box leaked in `to_napi_value`, released exactly once, here.
+    let buffer = unsafe { Box::from_raw(hint as *mut Buffer<'static>) };
+    let len = buffer.as_bytes().len() as i64;
+    drop(buffer);
+    let mut adjusted = 0;
+    unsafe { sys::napi_adjust_external_memory(env, -len, &mut adjusted) };
 }
 
-/// Reinterprets a vector of 16-bit floats as their bits, reusing the allocation.
-fn half_bits<T: crossdev_core::tensor::Scalar>(v: Vec<T>) -> Vec<u16> {
-    assert_eq!(std::mem::size_of::<T>(), 2);
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: T is a 2-byte, 2-aligned plain-old-data type (f16/bf16), so the allocation's layout
-    // is identical to a Vec<u16> of the same length and capacity.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut u16, v.len(), v.capacity()) }
+impl ToNapiValue for OutBuffer {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let (ptr, len) = (val.0.as_bytes().as_ptr(), val.0.as_bytes().len());
+        let mut out = std::ptr::null_mut();
+        if len > 0 {
+            let hint = Box::into_raw(Box::new(val.0));
+            let status = unsafe {
+                sys::napi_create_external_arraybuffer(env, ptr as *mut c_void, len, Some(release), hint as *mut c_void, &mut out)
+            };
+            if status == sys::Status::napi_ok {
+                let mut adjusted = 0;
+                unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut adjusted) };
+                return Ok(out);
+            }
+            // Hosts that forbid external buffers (a V8 sandbox) get a copy.
+            let buffer = unsafe { Box::from_raw(hint) };
+            let mut data = std::ptr::null_mut();
+            check_status!(unsafe { sys::napi_create_arraybuffer(env, len, &mut data, &mut out) }, "cannot create an ArrayBuffer")?;
+            unsafe { std::ptr::copy_nonoverlapping(buffer.as_bytes().as_ptr(), data as *mut u8, len) };
+            return Ok(out);
+        }
+        check_status!(unsafe { sys::napi_create_arraybuffer(env, 0, std::ptr::null_mut(), &mut out) }, "cannot create an ArrayBuffer")?;
+        Ok(out)
+    }
 }
 
 /// The answer to a request: JSON metadata and the result buffers it indexes.

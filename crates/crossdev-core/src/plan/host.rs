@@ -11,6 +11,10 @@ use crate::dtype::DType;
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Scalar};
 
+/// Elements a stage must write before its steps are spread over threads.
+#[cfg(feature = "parallel")]
+const PARALLEL_STAGE: usize = 1 << 16;
+
 /// Base addresses and lengths of a plan's buffers. Sound to share across threads because
 /// [`Plan::validate`] guarantees that the steps of a stage write disjoint chunks that no other
 /// step of the stage reads, and inputs are never written.
@@ -41,7 +45,20 @@ impl<T> Memory<T> {
 }
 
 fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer]) -> Vec<Vec<T>> {
-    let mut scratch: Vec<Vec<T>> = plan.buffers[plan.inputs..].iter().map(|b| bytemuck::zeroed_vec(b.len)).collect();
+    // SAFETY (of `set_len`): a validated plan writes every element of a non-input buffer before
+    // any step reads it, and the kernels only write their destination; so no element is read
+    // uninitialised, and skipping the zero-fill saves a pass over memory.
+    let mut scratch: Vec<Vec<T>> = plan.buffers[plan.inputs..]
+        .iter()
+        .map(|b| {
+            let mut v = Vec::with_capacity(b.len);
+            #[allow(clippy::uninit_vec)]
+            unsafe {
+                v.set_len(b.len)
+            };
+            v
+        })
+        .collect();
     let mut bufs: Vec<(*mut T, usize)> = inputs
         .iter()
         .map(|b| {
@@ -64,11 +81,11 @@ fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer])
     };
     for stage in &plan.stages {
         #[cfg(feature = "parallel")]
-        {
+        if stage.len() > 1 && stage.iter().map(|s| s.writes().len).sum::<usize>() >= PARALLEL_STAGE {
             use rayon::prelude::*;
             stage.par_iter().for_each(run_step);
+            continue;
         }
-        #[cfg(not(feature = "parallel"))]
         stage.iter().for_each(run_step);
     }
     drop(memory);

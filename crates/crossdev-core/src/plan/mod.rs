@@ -147,11 +147,14 @@ impl Plan {
         moved
     }
 
-    /// Checks the invariants executors rely on: chunks inside their buffers, inputs never
-    /// written, and within a stage no step writes what another step reads or writes.
+    /// Checks the invariants executors rely on: chunks inside their buffers; inputs never
+    /// written; within a stage, no step writes what another step reads or writes; every element
+    /// read from a non-input buffer written by an earlier stage; every output fully written. So
+    /// an executor may run a stage's steps in parallel and need not initialise its buffers.
     pub fn validate(&self) -> Result<()> {
         let broken = |what: String| fail(ErrorCode::Internal, format!("invalid {} plan: {what}", self.algorithm));
         let in_bounds = |c: &Chunk| c.buf < self.buffers.len() && c.offset + c.len <= self.buffers[c.buf].len;
+        let mut written: Vec<Coverage> = vec![Coverage::default(); self.buffers.len()];
         for (s, stage) in self.stages.iter().enumerate() {
             for (i, step) in stage.iter().enumerate() {
                 let w = step.writes();
@@ -161,6 +164,9 @@ impl Plan {
                 if w.buf < self.inputs {
                     return broken(format!("stage {s} step {i} writes an input"));
                 }
+                if step.reads().iter().any(|r| r.buf >= self.inputs && !written[r.buf].covers(r.offset, r.offset + r.len)) {
+                    return broken(format!("stage {s} step {i} reads what no earlier stage wrote"));
+                }
                 for (j, other) in stage.iter().enumerate() {
                     let clash = other.reads().iter().any(|r| r.overlaps(&w)) || (i != j && other.writes().overlaps(&w));
                     if clash {
@@ -168,15 +174,45 @@ impl Plan {
                     }
                 }
             }
+            for step in stage {
+                let w = step.writes();
+                written[w.buf].add(w.offset, w.offset + w.len);
+            }
         }
         let mut outs = self.outputs.clone();
         outs.sort_unstable();
         outs.dedup();
-        let bad = |&o: &usize| o < self.inputs || o >= self.buffers.len() || self.buffers[o].len < self.elements;
+        let bad = |&o: &usize| o < self.inputs || o >= self.buffers.len() || !written[o].covers(0, self.elements);
         if self.outputs.len() != self.inputs || outs.len() != self.inputs || outs.iter().any(bad) {
-            return broken("each input needs an output buffer of its own".into());
+            return broken("each input needs an output buffer of its own, fully written".into());
         }
         Ok(())
+    }
+}
+
+/// The written part of a buffer: disjoint sorted `[start, end)` intervals.
+#[derive(Clone, Debug, Default)]
+struct Coverage(Vec<(usize, usize)>);
+
+impl Coverage {
+    fn add(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        self.0.push((start, end));
+        self.0.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.0.len());
+        for &(a, z) in &self.0 {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(z),
+                _ => merged.push((a, z)),
+            }
+        }
+        self.0 = merged;
+    }
+
+    fn covers(&self, start: usize, end: usize) -> bool {
+        start >= end || self.0.iter().any(|&(a, z)| a <= start && end <= z)
     }
 }
 
