@@ -392,8 +392,7 @@ test(`[${B}] property: reference encoders agree with independent bit-level encod
 // value rounds wrongly when it is just above a tie. half's f16::from_f64 / bf16::from_f64 (used by
 // crossdev-core's kernels/cast.rs `Numeric::from_f64`) drop the low 32 bits of the f64 mantissa
 // before rounding, so the sticky bits are lost and "tie + tiny" rounds to even instead of up.
-// This test is marked failing and will be reported by ava as soon as the core rounds correctly.
-test.failing(`[${B}] tensor() rounds doubles just above a half-way point up (core bug: half's from_f64 drops sticky bits)`, (t) => {
+test(`[${B}] tensor() rounds doubles just above a half-way point up (correct rounding from float64)`, (t) => {
   const f16x = 1 + 2 ** -11 + 2 ** -40; // just above the tie between 0x3c00 and 0x3c01
   const bf16x = 1 + 2 ** -8 + 2 ** -40; // just above the tie between 0x3f80 and 0x3f81
   t.is(encodeF16(f16x), 0x3c01);

@@ -239,6 +239,69 @@ export class HierarchicalCopyAllReduce extends CrossDeviceOps {
   }
 }
 
+/** An all-reduce spec: an algorithm name, `[alg, shards?, limit?]`, or a list of such tuples. */
+export type AllReduceSpec = string | readonly [string, number?, number?] | readonly (readonly [string, number?, number?])[];
+
+/**
+ * All-reduce across the devices of several workers (`MultiWorkerAllReduce`): gradients of at
+ * most `limit` elements go to the first spec whose limit admits them, each spec reduces its
+ * share with its algorithm (`nccl`, `xring`, `nccl/xring`, `nccl/rechd`, `nccl/pscpu`,
+ * `pscpu/pscpu`, `pscpu`, `psgpu`) in `shards` shards. `workerDevices` are the workers' device
+ * prefixes (`/job:worker/replica:0/task:1`); in one process the values live on the virtual
+ * devices of all workers.
+ */
+export class MultiWorkerAllReduce extends CrossDeviceOps {
+  protected readonly spec: object;
+
+  constructor(
+    workerDevices: readonly string[],
+    numGpusPerWorker: number,
+    allReduceSpec: AllReduceSpec = ['pscpu/pscpu', 2, -1],
+    options: AllReduceOptions = {},
+  ) {
+    super();
+    this.spec = {
+      kind: 'MultiWorkerAllReduce',
+      workerDevices,
+      numGpusPerWorker,
+      allReduceSpec,
+      numPacks: options.numPacks ?? 0,
+      aggSmallGradsMaxBytes: options.aggSmallGradsMaxBytes ?? 0,
+      aggSmallGradsMaxGroup: options.aggSmallGradsMaxGroup ?? 10,
+    };
+    this.checked();
+  }
+}
+
+/** Options of {@link CollectiveAllReduce}. */
+export interface CollectiveAllReduceOptions {
+  /** Workers taking part (default 1). */
+  numWorkers?: number;
+  /** GPUs per worker, 0 for CPU workers (default 0). */
+  numGpusPerWorker?: number;
+  /** Variables launched together (default 32). */
+  allReduceMergeScope?: number;
+}
+
+/**
+ * One collective all-reduce per variable across the devices of all workers. IndexedSlices are
+ * rejected. In one process the workers' devices are virtual (`/job:worker/task:1/device:CPU:0`).
+ */
+export class CollectiveAllReduce extends CrossDeviceOps {
+  protected readonly spec: object;
+
+  constructor(options: CollectiveAllReduceOptions = {}) {
+    super();
+    this.spec = {
+      kind: 'CollectiveAllReduce',
+      numWorkers: options.numWorkers ?? 1,
+      numGpusPerWorker: options.numGpusPerWorker ?? 0,
+      allReduceMergeScope: options.allReduceMergeScope ?? 32,
+    };
+    this.checked();
+  }
+}
+
 /**
  * The best cross-device ops for `devices`: hierarchical copy with 8 packs on DGX-1-like GPU
  * links, NCCL otherwise, and reduction to one device when a device is not a (visible) GPU.

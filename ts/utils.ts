@@ -58,3 +58,73 @@ export function buildReduceToOne(o: PlanOptions): Plan {
 export function buildNcclAllReduce(o: PlanOptions): Plan {
   return new Plan({ algorithm: 'nccl', ...o });
 }
+
+/** `devices` dealt round-robin into groups of `groupSize` (wrapping around, so some repeat). */
+export function groupDeviceNames(devices: readonly string[], groupSize: number): string[][] {
+  return core().execute(JSON.stringify({ call: 'groupDeviceNames', devices, groupSize }), []).meta.groups;
+}
+
+/** A multi-worker all-reduce spec parsed into `[alg, shards, limit]` tuples (errors list the valid algorithms). */
+export function parseAllReduceSpec(spec: unknown): [string, number, number][] {
+  return core().execute(JSON.stringify({ call: 'parseSpec', spec }), []).meta.specs;
+}
+
+/** Two-level all-reduce: NCCL inside each worker, a ring (`numSubchunks`) across workers. */
+export function buildNcclThenRing(o: PlanOptions & { numSubchunks?: number }): Plan {
+  return new Plan({ algorithm: 'nccl/xring', ...o });
+}
+
+/** Two-level all-reduce: NCCL inside each worker, recursive halving-doubling across workers. */
+export function buildNcclThenRecursiveHd(o: PlanOptions): Plan {
+  return new Plan({ algorithm: 'nccl/rechd', ...o });
+}
+
+/** Two-level all-reduce: NCCL inside each worker, a shuffle through `gatherDevices` across workers. */
+export function buildNcclThenShuffle(o: PlanOptions & { gatherDevices: readonly string[] }): Plan {
+  return new Plan({ algorithm: 'nccl/pscpu', ...o });
+}
+
+/** Two-level all-reduce: each worker gathers on `gatherDevices[w]`, then a shuffle through `secondGatherDevices`. */
+export function buildShuffleThenShuffle(o: PlanOptions & { gatherDevices: readonly string[]; secondGatherDevices: readonly string[] }): Plan {
+  return new Plan({ algorithm: 'pscpu/pscpu', ...o });
+}
+
+/** Two-level all-reduce: each worker gathers on `gatherDevices[w]`, then a ring across workers. */
+export function buildShuffleThenRing(o: PlanOptions & { gatherDevices: readonly string[]; numSubchunks?: number }): Plan {
+  return new Plan({ algorithm: 'pscpu/xring', ...o });
+}
+
+/**
+ * Keys that name collectives consistently on every worker (TensorFlow 1.x `CollectiveKeys`):
+ * a group key per set of devices (by type and index, job and task ignored), an instance key per
+ * collective (a counter, or stable per `keyId`).
+ */
+export class CollectiveKeys {
+  #nextGroup: number;
+  #nextInstance: number;
+  #withId: number;
+  readonly #groups = new Map<string, number>();
+  readonly #ids = new Map<string, number>();
+
+  constructor(options: { groupKeyStart?: number; instanceKeyStart?: number; instanceKeyWithIdStart?: number } = {}) {
+    this.#nextGroup = options.groupKeyStart ?? 1;
+    this.#nextInstance = options.instanceKeyStart ?? 100;
+    this.#withId = options.instanceKeyWithIdStart ?? 10000;
+  }
+
+  /** The group key of a set of devices (the same for any order, job or task). */
+  getGroupKey(devices: readonly string[]): number {
+    const id: string = core().execute(JSON.stringify({ call: 'groupKeyId', devices }), []).meta.keyId;
+    if (!this.#groups.has(id)) this.#groups.set(id, this.#nextGroup++);
+    return this.#groups.get(id)!;
+  }
+
+  /** A fresh instance key, or the stable key of `keyId` (the first is `instanceKeyWithIdStart + 1`). */
+  getInstanceKey(keyId?: string): number {
+    if (keyId) {
+      if (!this.#ids.has(keyId)) this.#ids.set(keyId, ++this.#withId);
+      return this.#ids.get(keyId)!;
+    }
+    return this.#nextInstance++;
+  }
+}

@@ -16,6 +16,7 @@ pub mod pack;
 pub mod plan;
 pub mod pool;
 pub mod reduce_op;
+pub mod spec;
 pub mod tensor;
 pub mod topology;
 pub mod values;

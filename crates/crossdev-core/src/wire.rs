@@ -14,6 +14,10 @@ use crate::algo::recursive_hd::build_recursive_hd_all_reduce;
 use crate::algo::reduce_to_one::build_reduce_to_one;
 use crate::algo::ring::{build_ring_all_reduce, ring_permutations};
 use crate::algo::shuffle::build_shuffle_all_reduce;
+use crate::algo::two_level::{build_two_level, FirstLevel, UpperLevel};
+use crate::ops::collective::group_key_id;
+use crate::ops::{CollectiveAllReduce, MultiWorkerAllReduce};
+use crate::spec::{group_device_names, parse_spec, RawSpec};
 use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Packing, ReductionToOneDevice};
 use crate::pack::extract_ranges;
 use crate::plan::{host, Chunk, Plan, Step};
@@ -42,6 +46,9 @@ enum Request {
     RunPlan { plan: PlanW, op: String, value: InputW },
     ExtractRanges { indices: Vec<usize>, range_size_limit: usize },
     RingPermutations { num_workers: usize, num_subchunks: usize, gpu_perm: Vec<usize> },
+    GroupDeviceNames { devices: Vec<String>, group_size: usize },
+    GroupKeyId { devices: Vec<String> },
+    ParseSpec { spec: serde_json::Value },
     ToNumbers { tensor: TensorW },
 }
 
@@ -51,6 +58,15 @@ enum OpsW {
     ReductionToOneDevice { reduce_to_device: Option<String>, accumulation: Option<String> },
     AllReduce { algorithm: String, num_packs: i64, agg_small_grads_max_bytes: i64, agg_small_grads_max_group: i64 },
     NcclAllReduce { num_packs: i64 },
+    MultiWorkerAllReduce {
+        worker_devices: Vec<String>,
+        num_gpus_per_worker: usize,
+        all_reduce_spec: serde_json::Value,
+        num_packs: i64,
+        agg_small_grads_max_bytes: i64,
+        agg_small_grads_max_group: i64,
+    },
+    CollectiveAllReduce { num_workers: usize, num_gpus_per_worker: usize, all_reduce_merge_scope: usize },
     HierarchicalCopyAllReduce { num_packs: i64 },
 }
 
@@ -63,6 +79,16 @@ enum PlanW {
     HierarchicalCopy { devices: Vec<String>, elements: usize, dtype: Option<String>, index: Option<usize> },
     ReduceToOne { devices: Vec<String>, elements: usize, dtype: Option<String> },
     Nccl { devices: Vec<String>, elements: usize, dtype: Option<String> },
+    #[serde(rename = "nccl/xring")]
+    NcclXring { devices: Vec<String>, elements: usize, dtype: Option<String>, num_subchunks: Option<usize> },
+    #[serde(rename = "nccl/rechd")]
+    NcclRechd { devices: Vec<String>, elements: usize, dtype: Option<String> },
+    #[serde(rename = "nccl/pscpu")]
+    NcclPscpu { devices: Vec<String>, elements: usize, dtype: Option<String>, gather_devices: Vec<String> },
+    #[serde(rename = "pscpu/pscpu")]
+    PscpuPscpu { devices: Vec<String>, elements: usize, dtype: Option<String>, gather_devices: Vec<String>, second_gather_devices: Vec<String> },
+    #[serde(rename = "pscpu/xring")]
+    PscpuXring { devices: Vec<String>, elements: usize, dtype: Option<String>, gather_devices: Vec<String>, num_subchunks: Option<usize> },
 }
 
 impl PlanW {
@@ -83,6 +109,29 @@ impl PlanW {
             }
             PlanW::ReduceToOne { devices, elements, dtype } => build_reduce_to_one(devices, *elements, dt(dtype)?),
             PlanW::Nccl { devices, elements, dtype } => AllReduceAlgorithm::Nccl.plan(devices, dt(dtype)?, *elements, 0),
+            PlanW::NcclXring { devices, elements, dtype, num_subchunks } => {
+                build_two_level(devices, *elements, dt(dtype)?, &FirstLevel::Nccl, &UpperLevel::Ring(num_subchunks.unwrap_or(1)))
+            }
+            PlanW::NcclRechd { devices, elements, dtype } => {
+                build_two_level(devices, *elements, dt(dtype)?, &FirstLevel::Nccl, &UpperLevel::RecursiveHd)
+            }
+            PlanW::NcclPscpu { devices, elements, dtype, gather_devices } => {
+                build_two_level(devices, *elements, dt(dtype)?, &FirstLevel::Nccl, &UpperLevel::Shuffle(gather_devices.clone()))
+            }
+            PlanW::PscpuPscpu { devices, elements, dtype, gather_devices, second_gather_devices } => build_two_level(
+                devices,
+                *elements,
+                dt(dtype)?,
+                &FirstLevel::Gather(gather_devices.clone()),
+                &UpperLevel::Shuffle(second_gather_devices.clone()),
+            ),
+            PlanW::PscpuXring { devices, elements, dtype, gather_devices, num_subchunks } => build_two_level(
+                devices,
+                *elements,
+                dt(dtype)?,
+                &FirstLevel::Gather(gather_devices.clone()),
+                &UpperLevel::Ring(num_subchunks.unwrap_or(1)),
+            ),
         }
     }
 }
@@ -220,6 +269,9 @@ enum ResponseW {
     Choice(ChoiceOut),
     Ranges { ranges: Vec<(usize, usize)>, singles: Vec<usize> },
     Permutations { pred: Vec<Vec<usize>>, rank: Vec<Vec<usize>> },
+    Groups(Vec<Vec<String>>),
+    KeyId(String),
+    Specs(Vec<(String, usize, i64)>),
     Value(ValueOut),
     Device(String),
     Devices(Vec<String>),
@@ -304,6 +356,25 @@ fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             algorithm: AllReduceAlgorithm::parse(&algorithm)?,
             packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
         })),
+        OpsW::MultiWorkerAllReduce {
+            worker_devices,
+            num_gpus_per_worker,
+            all_reduce_spec,
+            num_packs,
+            agg_small_grads_max_bytes,
+            agg_small_grads_max_group,
+        } => Ok(Box::new(MultiWorkerAllReduce::new(
+            worker_devices,
+            num_gpus_per_worker,
+            parse_spec(&RawSpec::from_json(&all_reduce_spec))?,
+            Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
+        )?)),
+        OpsW::CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope } => {
+            if all_reduce_merge_scope == 0 {
+                return fail(ErrorCode::InvalidArgument, "all_reduce_merge_scope must be at least 1");
+            }
+            Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope }))
+        }
         OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce"),
         OpsW::HierarchicalCopyAllReduce { num_packs } => {
             tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")
@@ -354,14 +425,16 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
     let dec = Decoder { inputs };
     Ok(match request {
         Request::Reduce { ops, op, value, destinations: d } => {
+            // Arguments are checked in TensorFlow's order: the value, the destinations, the op.
             let ops = build_ops(ops)?;
-            let op = ReduceOp::parse(&op)?;
-            let m = ops.reduce(op, dec.input(&value)?, &destinations(d))?;
+            let value = dec.input(&value)?.into_per_device()?;
+            let d = destinations(d);
+            d.validate()?;
+            let m = ops.reduce(ReduceOp::parse(&op)?, Input::PerDevice(value), &d)?;
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::BatchReduce { ops, op, pairs } => {
             let ops = build_ops(ops)?;
-            let op = ReduceOp::parse(&op)?;
             let raw = pairs
                 .map(|ps| {
                     ps.into_iter()
@@ -376,7 +449,10 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
                 })
                 .transpose()?;
             let pairs = normalize_pairs(raw)?;
-            let results = ops.batch_reduce(op, &pairs)?;
+            for (_, d) in &pairs {
+                d.validate()?;
+            }
+            let results = ops.batch_reduce(ReduceOp::parse(&op)?, &pairs)?;
             ResponseW::Results(results.into_iter().map(|m| enc.mirrored(m)).collect::<Result<_>>()?)
         }
         Request::Broadcast { ops, value, destinations: d } => {
@@ -440,6 +516,11 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             let (pred, rank) = ring_permutations(num_workers, num_subchunks, &gpu_perm)?;
             ResponseW::Permutations { pred, rank }
         }
+        Request::GroupDeviceNames { devices, group_size } => ResponseW::Groups(group_device_names(&devices, group_size)?),
+        Request::GroupKeyId { devices } => ResponseW::KeyId(group_key_id(&devices)?),
+        Request::ParseSpec { spec } => ResponseW::Specs(
+            parse_spec(&RawSpec::from_json(&spec))?.into_iter().map(|s| (s.alg, s.shards, s.limit)).collect(),
+        ),
         Request::Densify { value } => match dec.value(&value)? {
             Value::Sparse(s) => ResponseW::Value(enc.value(Value::Dense(s.densify()?))?),
             _ => return fail(ErrorCode::InvalidArgument, "densify expects IndexedSlices"),

@@ -162,8 +162,21 @@ macro_rules! numeric {
 }
 numeric!(f32, |v: f32| v as f64, |x: f64| x as f32);
 numeric!(f64, |v: f64| v, |x: f64| x);
-numeric!(f16, f16::to_f64, f16::from_f64);
-numeric!(bf16, bf16::to_f64, bf16::from_f64);
+numeric!(f16, f16::to_f64, |x: f64| f16::from_f32(to_f32_round_to_odd(x)));
+numeric!(bf16, bf16::to_f64, |x: f64| bf16::from_f32(to_f32_round_to_odd(x)));
+
+/// `x` as an `f32` rounded to odd: truncated toward zero, with the last bit set when inexact.
+/// Rounding that to a half type (nearest, ties to even) rounds `x` correctly, because `f32`
+/// carries more than two extra bits; converting `f64` to a half type directly, or through a
+/// nearest-rounded `f32`, can be off by one unit just above a tie.
+fn to_f32_round_to_odd(x: f64) -> f32 {
+    let nearest = x as f32;
+    if !x.is_finite() || nearest.is_infinite() || nearest as f64 == x {
+        return nearest;
+    }
+    let toward_zero = if (nearest as f64).abs() > x.abs() { f32::from_bits(nearest.to_bits() - 1) } else { nearest };
+    f32::from_bits(toward_zero.to_bits() | 1)
+}
 numeric!(i32, |v: i32| v as f64, |x: f64| x as i32);
 numeric!(i64, |v: i64| v as f64, |x: f64| x as i64);
 

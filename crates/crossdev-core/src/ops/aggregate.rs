@@ -139,9 +139,9 @@ pub fn simple_broadcast(value: &Value, destinations: &Destinations) -> Result<Mi
     Mirrored::new(devices.into_iter().map(|d| (d, copy_value(value))))
 }
 
-/// Places an owned result on every destination device: the first takes it, the rest get copies.
-pub fn place(value: Value<'static>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
-    let devices = distinct(destinations.devices()?);
+/// Places an owned result on every device of `devices`: the first takes it, the rest get copies.
+pub fn place(value: Value<'static>, devices: Vec<String>) -> Result<Mirrored<Value<'static>>> {
+    let devices = distinct(devices);
     let copies: Vec<Value<'static>> = devices.iter().skip(1).map(|_| copy_value(&value)).collect();
     Mirrored::new(devices.into_iter().zip(std::iter::once(value).chain(copies)))
 }

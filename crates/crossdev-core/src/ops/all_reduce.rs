@@ -130,63 +130,100 @@ fn dense<'v, 'a>(v: &'v Value<'a>) -> Option<&'v Tensor<'a>> {
     }
 }
 
-impl AllReduce {
-    /// Reduces values that all live on the same devices (`_batch_all_reduce`).
-    fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
-        let devices = values[0].devices();
-        let grads: Vec<Vec<Tensor>> = devices
-            .iter()
-            .map(|d| values.iter().map(|v| v.get(d).map(|x| dense(x).expect("dense checked").view())).collect())
-            .collect::<Result<_>>()?;
-        let reduced = self.packing.around(&grads, |index, across| {
-            let first = across[0];
-            if let Some(t) = across.iter().find(|t| t.dtype() != first.dtype() || t.num_elements() != first.num_elements()) {
-                return fail(
-                    ErrorCode::ShapeMismatch,
-                    format!(
-                        "all-reduce needs the same dtype and size on every device: {} {:?} and {} {:?}",
-                        first.dtype().name(),
-                        first.shape,
-                        t.dtype().name(),
-                        t.shape
-                    ),
-                );
-            }
-            let plan = self.algorithm.plan(&devices, first.dtype(), first.num_elements(), index)?;
-            let outs = host::run(&plan, op, &across.iter().map(|t| &t.data).collect::<Vec<_>>())?;
-            across.iter().zip(outs).map(|(t, data)| Tensor::new(t.shape.clone(), data)).collect()
-        })?;
-        (0..values.len())
-            .map(|i| Mirrored::new(devices.iter().zip(&reduced).map(|(d, per)| (d.clone(), Value::Dense(per[i].clone())))))
-            .collect()
-    }
+/// The dense tensors of `values` (all on the same devices) per device, in the order of the
+/// first value's devices: `(devices, grads[device][variable])`.
+pub(crate) fn group_by_device<'v, 'a>(values: &[&'v PerDevice<Value<'a>>]) -> Result<(Vec<String>, Vec<Vec<Tensor<'v>>>)> {
+    let devices = values[0].devices();
+    let grads = devices
+        .iter()
+        .map(|d| values.iter().map(|v| v.get(d).map(|x| dense(x).expect("dense checked").view())).collect())
+        .collect::<Result<_>>()?;
+    Ok((devices, grads))
+}
 
-    fn fallback(&self, destinations: &Destinations) -> Result<ReductionToOneDevice> {
+/// Checks that `across` (one tensor per device) agree in dtype and size, as an all-reduce needs.
+pub(crate) fn check_across(across: &[&Tensor]) -> Result<()> {
+    let first = across[0];
+    match across.iter().find(|t| t.dtype() != first.dtype() || t.num_elements() != first.num_elements()) {
+        Some(t) => fail(
+            ErrorCode::ShapeMismatch,
+            format!(
+                "all-reduce needs the same dtype and size on every device: {} {:?} and {} {:?}",
+                first.dtype().name(),
+                first.shape,
+                t.dtype().name(),
+                t.shape
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Runs `plan` over `across` and gives each result its input's shape.
+pub(crate) fn run_across(plan: &Plan, op: ReduceOp, across: &[&Tensor]) -> Result<Vec<Tensor<'static>>> {
+    let outs = host::run(plan, op, &across.iter().map(|t| &t.data).collect::<Vec<_>>())?;
+    across.iter().zip(outs).map(|(t, data)| Tensor::new(t.shape.clone(), data)).collect()
+}
+
+/// One Mirrored per variable from `reduced[device][variable]`, each labelled with its device.
+pub(crate) fn ungroup(devices: &[String], reduced: Vec<Vec<Tensor<'static>>>) -> Result<Vec<Mirrored<Value<'static>>>> {
+    let count = reduced.first().map_or(0, Vec::len);
+    (0..count)
+        .map(|i| Mirrored::new(devices.iter().zip(&reduced).map(|(d, per)| (d.clone(), Value::Dense(per[i].clone())))))
+        .collect()
+}
+
+/// An op whose fast path all-reduces values across their own devices, falling back to
+/// reduction to one device (the first destination) otherwise (`AllReduceCrossTowerOps`'
+/// dispatch, shared by its multi-worker subclass).
+pub(crate) trait AllReduceDispatch {
+    /// All-reduces dense values that share their devices.
+    fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>>;
+
+    /// `_reduce`.
+    fn dispatch_reduce(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
+        if all_reducible(value, destinations)? {
+            return Ok(self.batch_all_reduce(op, &[value])?.remove(0));
+        }
         let first = destinations.devices()?.into_iter().next();
-        ReductionToOneDevice::new(first.as_deref(), Accumulation::AddN)
+        ReductionToOneDevice::new(first.as_deref(), Accumulation::AddN)?.reduce_implementation(op, value, destinations)
     }
 
-    fn all_reducible(value: &PerDevice<Value>, destinations: &Destinations) -> Result<bool> {
-        Ok(devices_match(value, destinations)? && value.iter().all(|(_, v)| dense(v).is_some()))
+    /// `_batch_reduce`.
+    fn dispatch_batch(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        let mut all = !pairs.is_empty();
+        for (v, d) in pairs {
+            all = all && all_reducible(v, d)? && devices_match(v, &Destinations::Values(pairs[0].0.devices()))?;
+        }
+        if all {
+            return self.batch_all_reduce(op, &pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
+        }
+        pairs.iter().map(|(v, d)| self.dispatch_reduce(op, v, d)).collect()
+    }
+}
+
+fn all_reducible(value: &PerDevice<Value>, destinations: &Destinations) -> Result<bool> {
+    Ok(devices_match(value, destinations)? && value.iter().all(|(_, v)| dense(v).is_some()))
+}
+
+impl AllReduceDispatch for AllReduce {
+    fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        let (devices, grads) = group_by_device(values)?;
+        let reduced = self.packing.around(&grads, |index, across| {
+            check_across(across)?;
+            let plan = self.algorithm.plan(&devices, across[0].dtype(), across[0].num_elements(), index)?;
+            run_across(&plan, op, across)
+        })?;
+        ungroup(&devices, reduced)
     }
 }
 
 impl CrossDeviceOps for AllReduce {
     fn reduce_implementation(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
-        if Self::all_reducible(value, destinations)? {
-            return Ok(self.batch_all_reduce(op, &[value])?.remove(0));
-        }
-        self.fallback(destinations)?.reduce_implementation(op, value, destinations)
+        self.dispatch_reduce(op, value, destinations)
     }
 
     fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {
-        let mut all = !pairs.is_empty();
-        for (v, d) in pairs {
-            all = all && Self::all_reducible(v, d)? && devices_match(v, &Destinations::Values(pairs[0].0.devices()))?;
-        }
-        if all {
-            return self.batch_all_reduce(op, &pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
-        }
-        pairs.iter().map(|(v, d)| self.reduce_implementation(op, v, d)).collect()
+        self.dispatch_batch(op, pairs)
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod aggregate;
 pub mod all_reduce;
+pub mod collective;
+pub mod multi_worker;
 pub mod reduction_to_one_device;
 
 use crate::error::Result;
@@ -9,6 +11,8 @@ use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Input, Mirrored, PerDevice, Value};
 
 pub use all_reduce::{AllReduce, AllReduceAlgorithm, Packing};
+pub use collective::CollectiveAllReduce;
+pub use multi_worker::MultiWorkerAllReduce;
 pub use reduction_to_one_device::{Accumulation, ReductionToOneDevice};
 
 /// Reduces per-device values and broadcasts values to devices (`CrossDeviceOps`, SPEC §5.4).

@@ -56,7 +56,7 @@ impl CrossDeviceOps for ReductionToOneDevice {
         value: &PerDevice<Value>,
         destinations: &Destinations,
     ) -> Result<Mirrored<Value<'static>>> {
-        let reduced = simple_reduce(op, value)?;
-        place(reduced, destinations)
+        let devices = destinations.devices()?;
+        place(simple_reduce(op, value)?, devices)
     }
 }

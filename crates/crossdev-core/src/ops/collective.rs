@@ -1,0 +1,114 @@
+//! `CollectiveAllReduce` (SPEC §5.10, §1.14, §1.15): every variable all-reduced by one collective
+//! over the devices of all workers. In one process the workers' devices are virtual
+//! (`/job:worker/replica:0/task:1/device:CPU:0` …) and the collective runs as a ring plan.
+
+use super::all_reduce::{check_across, group_by_device, run_across, ungroup};
+use super::aggregate::{copy_value, devices_match};
+use super::{AllReduceAlgorithm, CrossDeviceOps};
+use crate::algo::two_level::split_by_task;
+use crate::device::{canonicalize, DeviceSpec};
+use crate::error::{fail, ErrorCode, Result};
+use crate::reduce_op::ReduceOp;
+use crate::values::{Destinations, Mirrored, PerDevice, Value};
+
+/// All-reduce with one collective per variable across `num_workers` workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectiveAllReduce {
+    /// Workers taking part.
+    pub num_workers: usize,
+    /// GPUs per worker (0: each worker contributes its CPU).
+    pub num_gpus_per_worker: usize,
+    /// Variables launched together (TensorFlow's name scope grouping; results are unaffected).
+    pub all_reduce_merge_scope: usize,
+}
+
+/// `CollectiveKeys.get_group_key`'s identity of a device set: `TYPE:index` of each device (job,
+/// replica and task dropped, so every worker computes the same key), sorted, joined by `,`.
+pub fn group_key_id(devices: &[String]) -> Result<String> {
+    let mut names = devices
+        .iter()
+        .map(|d| {
+            let s = DeviceSpec::parse(d)?;
+            match (s.device_type, s.device_index) {
+                (Some(t), Some(i)) => Ok(format!("{t}:{i}")),
+                _ => fail(ErrorCode::InvalidDevice, format!("a collective needs devices with a type and index, got '{d}'")),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names.join(","))
+}
+
+fn reject_sparse(value: &PerDevice<Value>) -> Result<()> {
+    if value.iter().any(|(_, v)| !matches!(v, Value::Dense(_))) {
+        return fail(ErrorCode::InvalidInput, "`IndexSlices` is not supported for Collective All-Reduce.");
+    }
+    Ok(())
+}
+
+impl CollectiveAllReduce {
+    fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        let (devices, grads) = group_by_device(values)?;
+        if devices.len() < 2 {
+            return fail(ErrorCode::InvalidArgument, "num_workers * len(input_tensors) must be 2 or greater");
+        }
+        let workers = split_by_task(&devices)?.len();
+        if workers != self.num_workers {
+            return fail(
+                ErrorCode::InvalidArgument,
+                format!("CollectiveAllReduce over {} workers got devices of {workers}: {devices:?}", self.num_workers),
+            );
+        }
+        let count = grads[0].len();
+        let mut reduced: Vec<Vec<_>> = grads.iter().map(|_| Vec::with_capacity(count)).collect();
+        for i in 0..count {
+            let across: Vec<_> = grads.iter().map(|g| &g[i]).collect();
+            check_across(&across)?;
+            let plan = AllReduceAlgorithm::Nccl.plan(&devices, across[0].dtype(), across[0].num_elements(), 0)?;
+            for (d, t) in run_across(&plan, op, &across)?.into_iter().enumerate() {
+                reduced[d].push(t);
+            }
+        }
+        ungroup(&devices, reduced)
+    }
+
+    /// Results on `destinations`: a device of the all-reduce keeps its own result; any other
+    /// gets a copy of the first.
+    fn redistribute(m: Mirrored<Value<'static>>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
+        let wanted = destinations.devices()?;
+        let entries = m.into_entries();
+        let pick = |d: &String| -> Result<Value<'static>> {
+            let key = canonicalize(d, None)?;
+            Ok(match entries.iter().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.clone(),
+                None => copy_value(&entries[0].1),
+            })
+        };
+        Mirrored::new(wanted.iter().map(|d| Ok((d.clone(), pick(d)?))).collect::<Result<Vec<_>>>()?)
+    }
+}
+
+impl CrossDeviceOps for CollectiveAllReduce {
+    fn reduce_implementation(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
+        reject_sparse(value)?;
+        let all = self.batch_all_reduce(op, &[value])?.remove(0);
+        if devices_match(value, destinations)? {
+            return Ok(all);
+        }
+        Self::redistribute(all, destinations)
+    }
+
+    fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        for (v, _) in pairs {
+            reject_sparse(v)?;
+        }
+        let mut all = !pairs.is_empty();
+        for (v, d) in pairs {
+            all = all && devices_match(v, d)? && devices_match(v, &Destinations::Values(pairs[0].0.devices()))?;
+        }
+        if all {
+            return self.batch_all_reduce(op, &pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
+        }
+        pairs.iter().map(|(v, d)| self.reduce_implementation(op, v, d)).collect()
+    }
+}

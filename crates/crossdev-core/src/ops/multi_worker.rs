@@ -1,0 +1,101 @@
+//! `MultiWorkerAllReduce` (SPEC §5.9): gradients split by size between all-reduce specs, each
+//! spec reducing its share across all workers' devices with its algorithm (`nccl`, `xring`,
+//! the two-level `nccl/…` and `pscpu/pscpu`, or the flat shuffles). Results come back in input
+//! order, each labelled with the device it belongs to (TensorFlow reordered and mislabelled).
+
+use super::all_reduce::{check_across, group_by_device, run_across, ungroup, AllReduceDispatch};
+use super::{CrossDeviceOps, Packing};
+use crate::error::{fail, ErrorCode, Result};
+use crate::reduce_op::ReduceOp;
+use crate::spec::{aux_devices, group_device_names, sum_grad_plan, AllReduceSpec};
+use crate::tensor::Tensor;
+use crate::values::{Destinations, Mirrored, PerDevice, Value};
+
+/// All-reduce across the devices of several workers, following a list of specs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultiWorkerAllReduce {
+    /// Each worker's device prefix, e.g. `/job:worker/replica:0/task:1`.
+    pub worker_devices: Vec<String>,
+    /// GPUs (or virtual devices) per worker.
+    pub num_gpus_per_worker: usize,
+    /// The specs, limits ascending, the last taking every remaining gradient.
+    pub specs: Vec<AllReduceSpec>,
+    /// Packing applied to each spec's share.
+    pub packing: Packing,
+}
+
+impl MultiWorkerAllReduce {
+    /// Checks that the specs take every gradient (the last limit is negative).
+    pub fn new(worker_devices: Vec<String>, num_gpus_per_worker: usize, specs: Vec<AllReduceSpec>, packing: Packing) -> Result<Self> {
+        if specs.last().is_none_or(|s| s.limit >= 0) {
+            return fail(
+                ErrorCode::InvalidArgument,
+                "all-reduce spec limits must ascend and the last must be -1, so that every gradient is reduced",
+            );
+        }
+        Ok(MultiWorkerAllReduce { worker_devices, num_gpus_per_worker, specs, packing })
+    }
+
+    fn reduce_share(&self, op: ReduceOp, spec: &AllReduceSpec, devices: &[String], grads: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor<'static>>>> {
+        let aux = aux_devices(&spec.alg, &self.worker_devices, self.num_gpus_per_worker);
+        let hierarchical = spec.alg.contains('/');
+        let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
+        let groups = group_device_names(&aux, if shuffle { spec.shards } else { 1 })?;
+        let gpu_indices: Vec<usize> = (0..self.num_gpus_per_worker).collect();
+        self.packing.around(grads, |index, across| {
+            check_across(across)?;
+            let aux_here = if hierarchical { &aux } else { &groups[index % groups.len()] };
+            let plan = sum_grad_plan(
+                devices,
+                across[0].num_elements(),
+                across[0].dtype(),
+                &spec.alg,
+                self.worker_devices.len(),
+                &gpu_indices,
+                aux_here,
+                spec.shards,
+            )?;
+            run_across(&plan, op, across)
+        })
+    }
+}
+
+impl AllReduceDispatch for MultiWorkerAllReduce {
+    fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        let (devices, grads) = group_by_device(values)?;
+        let count = grads.first().map_or(0, Vec::len);
+        let mut remaining: Vec<usize> = (0..count).collect();
+        let mut reduced: Vec<Vec<Option<Tensor<'static>>>> = grads.iter().map(|_| vec![None; count]).collect();
+        for spec in &self.specs {
+            let take: Vec<usize> = if spec.limit < 0 {
+                std::mem::take(&mut remaining)
+            } else {
+                // `split_grads_by_size`: element counts, decided on the first device.
+                let (small, large) = remaining.iter().partition(|&&i| grads[0][i].num_elements() as i64 <= spec.limit);
+                remaining = large;
+                small
+            };
+            if take.is_empty() {
+                continue;
+            }
+            let share: Vec<Vec<Tensor>> = grads.iter().map(|g| take.iter().map(|&i| g[i].view()).collect()).collect();
+            for (d, per) in self.reduce_share(op, spec, &devices, &share)?.into_iter().enumerate() {
+                for (&i, t) in take.iter().zip(per) {
+                    reduced[d][i] = Some(t);
+                }
+            }
+        }
+        let reduced = reduced.into_iter().map(|per| per.into_iter().map(|t| t.expect("every gradient reduced")).collect()).collect();
+        ungroup(&devices, reduced)
+    }
+}
+
+impl CrossDeviceOps for MultiWorkerAllReduce {
+    fn reduce_implementation(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
+        self.dispatch_reduce(op, value, destinations)
+    }
+
+    fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {
+        self.dispatch_batch(op, pairs)
+    }
+}
