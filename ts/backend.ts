@@ -39,8 +39,22 @@ function bytesOf(a: ArrayBufferView): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
+/** Whether `CROSSDEV_DEBUG` asks for per-call diagnostics (read at each call). */
+function debugging(): boolean {
+  const d = process.env.CROSSDEV_DEBUG;
+  return d !== undefined && d !== '' && d !== '0';
+}
+
+/** Adds `"debug":true` to a request (a JSON object) when diagnostics are on. */
+function withDebug(request: string): string {
+  return debugging() ? `${request.slice(0, -1)},"debug":true}` : request;
+}
+
 function decode(meta: string, buffers: ArrayBufferView[]): Reply {
   const parsed = JSON.parse(meta);
+  if (parsed && typeof parsed === 'object' && Array.isArray(parsed.log)) {
+    for (const line of parsed.log) console.error(`crossdev: ${line}`);
+  }
   if (parsed && typeof parsed === 'object' && 'error' in parsed) {
     throw new CrossDeviceError(parsed.error.code, parsed.error.message);
   }
@@ -147,6 +161,15 @@ function load(): Backend {
 export function core(): Backend {
   loaded ??= load();
   return loaded;
+}
+
+/** The loaded core, with `CROSSDEV_DEBUG` honoured on every request. */
+export function call(): Pick<Backend, 'execute' | 'executeAsync'> {
+  const b = core();
+  return {
+    execute: (req, inputs) => b.execute(withDebug(req), inputs),
+    executeAsync: (req, inputs) => b.executeAsync(withDebug(req), inputs),
+  };
 }
 
 /** Which backend runs crossdev's operations: `'native'` or `'wasm'`. */

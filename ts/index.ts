@@ -29,3 +29,4 @@ export { DEFAULT_DEVICE, IndexedSlices, Tensor, tensor, type DType, type TensorL
 export { DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceEntries, type DeviceValue } from './values.js';
 export { Plan, type BytesMoved, type PlanChunk, type PlanStep } from './plan.js';
 export * as utils from './utils.js';
+export { AggregateSmallTensorPacker, ConcatAndSplitPacker, type SmallTensorPacking } from './pack.js';

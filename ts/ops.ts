@@ -2,7 +2,7 @@
  * Cross-device ops: reduce per-device values and broadcast values to devices. Each op class only
  * names its configuration; the core validates arguments, picks the algorithm and runs it.
  */
-import { core, type Reply } from './backend.js';
+import { call, type Reply } from './backend.js';
 import { CrossDeviceError } from './errors.js';
 import { encodeSlices, IndexedSlices, Tensor, tensor, typedView, type TensorLike } from './tensor.js';
 import { CANONICAL, DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceValue } from './values.js';
@@ -108,7 +108,7 @@ export abstract class CrossDeviceOps {
 
   /** Checks the configuration in the core, so a bad option fails at construction. */
   protected checked(): void {
-    core().execute(JSON.stringify({ call: 'checkOps', ops: this.spec }), []);
+    call().execute(JSON.stringify({ call: 'checkOps', ops: this.spec }), []);
   }
 
   private reduceRequest(op: ReduceOp, value: ReduceInput, destinations: Destinations): [string, ArrayBufferView[]] {
@@ -130,32 +130,32 @@ export abstract class CrossDeviceOps {
 
   /** Reduces `value` with `op` and puts the result on every device of `destinations`. */
   async reduce(op: ReduceOp, value: ReduceInput, destinations: Destinations): Promise<Mirrored> {
-    return decodeResults(await core().executeAsync(...this.reduceRequest(op, value, destinations)))[0];
+    return decodeResults(await call().executeAsync(...this.reduceRequest(op, value, destinations)))[0];
   }
 
   /** {@link reduce}, on the calling thread. */
   reduceSync(op: ReduceOp, value: ReduceInput, destinations: Destinations): Mirrored {
-    return decodeResults(core().execute(...this.reduceRequest(op, value, destinations)))[0];
+    return decodeResults(call().execute(...this.reduceRequest(op, value, destinations)))[0];
   }
 
   /** Reduces each `[value, destinations]` pair; results in the order of the pairs. */
   async batchReduce(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): Promise<Mirrored[]> {
-    return decodeResults(await core().executeAsync(...this.batchRequest(op, pairs)));
+    return decodeResults(await call().executeAsync(...this.batchRequest(op, pairs)));
   }
 
   /** {@link batchReduce}, on the calling thread. */
   batchReduceSync(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): Mirrored[] {
-    return decodeResults(core().execute(...this.batchRequest(op, pairs)));
+    return decodeResults(call().execute(...this.batchRequest(op, pairs)));
   }
 
   /** Copies `value` to every device of `destinations`. */
   async broadcast(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): Promise<Mirrored> {
-    return decodeResults(await core().executeAsync(...this.broadcastRequest(value, destinations)))[0];
+    return decodeResults(await call().executeAsync(...this.broadcastRequest(value, destinations)))[0];
   }
 
   /** {@link broadcast}, on the calling thread. */
   broadcastSync(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): Mirrored {
-    return decodeResults(core().execute(...this.broadcastRequest(value, destinations)))[0];
+    return decodeResults(call().execute(...this.broadcastRequest(value, destinations)))[0];
   }
 }
 
@@ -308,7 +308,7 @@ export class CollectiveAllReduce extends CrossDeviceOps {
  * `links[i]` lists the GPUs linked to GPU i; when given, the devices are taken as present.
  */
 export function chooseTheBest(devices: readonly string[], options: { links?: number[][] } = {}): CrossDeviceOps {
-  const choice = core().execute(JSON.stringify({ call: 'chooseTheBest', devices, links: options.links ?? null }), []).meta.choice;
+  const choice = call().execute(JSON.stringify({ call: 'chooseTheBest', devices, links: options.links ?? null }), []).meta.choice;
   if (choice.kind === 'AllReduce') return new AllReduceCrossDeviceOps(choice.algorithm, { numPacks: choice.numPacks });
   return new ReductionToOneDevice();
 }

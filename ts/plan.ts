@@ -3,7 +3,7 @@
  * per-device buffers, built by the core before any data exists. A plan can be counted
  * (`bytesMoved`), printed, and run on host devices.
  */
-import { core } from './backend.js';
+import { call } from './backend.js';
 import { decodeResults, Encoder, ReduceOp } from './ops.js';
 import type { DType } from './tensor.js';
 import type { Mirrored, PerDevice } from './values.js';
@@ -43,7 +43,7 @@ export class Plan {
 
   /** @internal Built by the `utils.build…` functions. */
   constructor(spec: object) {
-    const p = core().execute(JSON.stringify({ call: 'plan', plan: spec }), []).meta.plan;
+    const p = call().execute(JSON.stringify({ call: 'plan', plan: spec }), []).meta.plan;
     this.#spec = spec;
     this.algorithm = p.algorithm;
     this.devices = p.devices;
@@ -76,11 +76,11 @@ export class Plan {
 
   /** Runs the plan on host devices: `value` has a tensor of `elements` elements on each input device. */
   async run(value: PerDevice, op: ReduceOp = ReduceOp.SUM): Promise<Mirrored> {
-    return decodeResults(await core().executeAsync(...this.#request(value, op)))[0];
+    return decodeResults(await call().executeAsync(...this.#request(value, op)))[0];
   }
 
   /** {@link run}, on the calling thread. */
   runSync(value: PerDevice, op: ReduceOp = ReduceOp.SUM): Mirrored {
-    return decodeResults(core().execute(...this.#request(value, op)))[0];
+    return decodeResults(call().execute(...this.#request(value, op)))[0];
   }
 }

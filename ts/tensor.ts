@@ -2,7 +2,7 @@
  * Host tensors and IndexedSlices: typed data plus shape, wrapping the caller's TypedArray
  * without copying it.
  */
-import { core } from './backend.js';
+import { call } from './backend.js';
 import { CrossDeviceError } from './errors.js';
 
 /** Element types. `float16` and `bfloat16` are stored as their bits in a `Uint16Array`. */
@@ -95,7 +95,7 @@ function fromNumbers(values: unknown[], dtype: DType): TypedArray {
     default: {
       // Rounding to a half type happens in the core, once. The shape is checked afterwards, with
       // the caller's dtype in the message.
-      const reply = core().execute(JSON.stringify({ call: 'fromNumbers', buf: 0, dtype, shape: [values.length] }), [Float64Array.from(values as number[])]);
+      const reply = call().execute(JSON.stringify({ call: 'fromNumbers', buf: 0, dtype, shape: [values.length] }), [Float64Array.from(values as number[])]);
       return typedView(dtype, reply.buffers[0]);
     }
   }
@@ -129,7 +129,7 @@ export class Tensor {
   /** The elements as numbers (`bigint` for int64), half types decoded. */
   toArray(): number[] | bigint[] {
     if (this.dtype === 'float16' || this.dtype === 'bfloat16') {
-      const reply = core().execute(JSON.stringify({ call: 'toNumbers', tensor: { buf: 0, dtype: this.dtype, shape: this.shape } }), [this.data]);
+      const reply = call().execute(JSON.stringify({ call: 'toNumbers', tensor: { buf: 0, dtype: this.dtype, shape: this.shape } }), [this.data]);
       return Array.from(typedView('float64', reply.buffers[0]) as Float64Array);
     }
     return Array.from(this.data as ArrayLike<number | bigint>) as number[] | bigint[];
@@ -173,7 +173,7 @@ export function tensor(data: TensorLike, shape?: readonly number[], options: Ten
     typed = fromNumbers(values, dtype);
   }
   const t = new Tensor(typed, shape ?? own, dtype, options.device);
-  core().execute(JSON.stringify({ call: 'checkTensor', tensor: { buf: 0, dtype, shape: t.shape } }), [typed]);
+  call().execute(JSON.stringify({ call: 'checkTensor', tensor: { buf: 0, dtype, shape: t.shape } }), [typed]);
   return t;
 }
 
@@ -197,12 +197,12 @@ export class IndexedSlices {
     this.indices = indices;
     this.denseShape = Object.freeze([...denseShape]);
     this.device = values.device;
-    core().execute(JSON.stringify({ call: 'checkValue', value: encodeSlices(this, 0) }), [values.data, indices.data]);
+    call().execute(JSON.stringify({ call: 'checkValue', value: encodeSlices(this, 0) }), [values.data, indices.data]);
   }
 
   /** The dense tensor: zeros with each row added at its index (duplicate indices sum). */
   densify(): Tensor {
-    const reply = core().execute(JSON.stringify({ call: 'densify', value: encodeSlices(this, 0) }), [this.values.data, this.indices.data]);
+    const reply = call().execute(JSON.stringify({ call: 'densify', value: encodeSlices(this, 0) }), [this.values.data, this.indices.data]);
     const d = reply.meta.value.dense;
     return new Tensor(typedView(d.dtype, reply.buffers[d.buf]), d.shape, d.dtype, this.device);
   }

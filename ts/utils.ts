@@ -2,9 +2,11 @@
  * The building blocks of the cross-device ops (TensorFlow's `cross_tower_utils` and
  * `all_reduce`), for composing strategies, for Rust-parity tests and for study.
  */
-import { core } from './backend.js';
+import { call } from './backend.js';
 import { Plan } from './plan.js';
 import type { DType } from './tensor.js';
+
+export { packSmallTensors, splitGradsBySize, unpackSmallTensors } from './pack.js';
 
 /** Common options of the plan builders. */
 export interface PlanOptions {
@@ -21,12 +23,12 @@ export interface PlanOptions {
  * `rangeSizeLimit + 2` indices each, TensorFlow's bound) and the indices left single.
  */
 export function extractRanges(indices: readonly number[], rangeSizeLimit = 32): { ranges: [number, number][]; singles: number[] } {
-  return core().execute(JSON.stringify({ call: 'extractRanges', indices, rangeSizeLimit }), []).meta.ranges;
+  return call().execute(JSON.stringify({ call: 'extractRanges', indices, rangeSizeLimit }), []).meta.ranges;
 }
 
 /** Ring orders per subchunk: `pred[s][d]` precedes device `d` in ring `s`, at position `rank[s][d]`. */
 export function ringPermutations(numWorkers: number, numSubchunks: number, gpuPerm: readonly number[]): { pred: number[][]; rank: number[][] } {
-  return core().execute(JSON.stringify({ call: 'ringPermutations', numWorkers, numSubchunks, gpuPerm }), []).meta.permutations;
+  return call().execute(JSON.stringify({ call: 'ringPermutations', numWorkers, numSubchunks, gpuPerm }), []).meta.permutations;
 }
 
 /** Ring all-reduce: reduce-scatter then all-gather around `numSubchunks` rings ordered by `gpuPerm`. */
@@ -61,12 +63,12 @@ export function buildNcclAllReduce(o: PlanOptions): Plan {
 
 /** `devices` dealt round-robin into groups of `groupSize` (wrapping around, so some repeat). */
 export function groupDeviceNames(devices: readonly string[], groupSize: number): string[][] {
-  return core().execute(JSON.stringify({ call: 'groupDeviceNames', devices, groupSize }), []).meta.groups;
+  return call().execute(JSON.stringify({ call: 'groupDeviceNames', devices, groupSize }), []).meta.groups;
 }
 
 /** A multi-worker all-reduce spec parsed into `[alg, shards, limit]` tuples (errors list the valid algorithms). */
 export function parseAllReduceSpec(spec: unknown): [string, number, number][] {
-  return core().execute(JSON.stringify({ call: 'parseSpec', spec }), []).meta.specs;
+  return call().execute(JSON.stringify({ call: 'parseSpec', spec }), []).meta.specs;
 }
 
 /** Two-level all-reduce: NCCL inside each worker, a ring (`numSubchunks`) across workers. */
@@ -114,7 +116,7 @@ export class CollectiveKeys {
 
   /** The group key of a set of devices (the same for any order, job or task). */
   getGroupKey(devices: readonly string[]): number {
-    const id: string = core().execute(JSON.stringify({ call: 'groupKeyId', devices }), []).meta.keyId;
+    const id: string = call().execute(JSON.stringify({ call: 'groupKeyId', devices }), []).meta.keyId;
     if (!this.#groups.has(id)) this.#groups.set(id, this.#nextGroup++);
     return this.#groups.get(id)!;
   }

@@ -3,7 +3,7 @@
  * identical copies on several devices (`Mirrored`, its output). Keys are canonical device
  * strings in insertion order.
  */
-import { core } from './backend.js';
+import { call } from './backend.js';
 import { canonicalizeDevice } from './device.js';
 import { CrossDeviceError } from './errors.js';
 import type { IndexedSlices, Tensor } from './tensor.js';
@@ -43,7 +43,7 @@ export class DistributedValues<V extends DeviceValue = DeviceValue> {
     const canonical: string[] =
       keys === CANONICAL
         ? entries.map(([d]) => d)
-        : core().execute(JSON.stringify({ call: 'canonicalizeAll', devices: entries.map(([d]) => d) }), []).meta.devices;
+        : call().execute(JSON.stringify({ call: 'canonicalizeAll', devices: entries.map(([d]) => d) }), []).meta.devices;
     this.#index = new Map();
     entries.forEach(([, v], i) => this.#index.set(canonical[i], v));
   }

@@ -1,6 +1,7 @@
 /** The `crossdev` command line. */
 import { CrossDeviceError } from '../errors.js';
 import { bench, BENCH_HELP } from './bench.js';
+import { plan, PLAN_HELP } from './plan.js';
 import { parseArgs, UsageError } from './args.js';
 
 const HELP = `crossdev: cross-device reduction for Node.js
@@ -9,6 +10,7 @@ Usage: crossdev <command> [options]
 
 Commands:
   bench    all-reduce bandwidth on virtual CPU devices (crossdev bench --help)
+  plan     print an all-reduce plan and its bytes per link (crossdev plan --help)
 
 Exit codes: 0 success, 1 a check failed or an operation errored, 2 bad arguments.`;
 
@@ -17,6 +19,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'bench') {
     if (flags.has('help')) return console.log(BENCH_HELP), 0;
     return bench(flags);
+  }
+  if (command === 'plan') {
+    if (flags.has('help')) return console.log(PLAN_HELP), 0;
+    return plan(flags);
   }
   if (command === undefined || command === 'help' || flags.has('help')) {
     console.log(HELP);

@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod error;
 pub mod indexed_slices;
 pub mod kernels;
+pub mod log;
 pub mod ops;
 pub mod pack;
 pub mod plan;

@@ -48,8 +48,10 @@ pub enum Choice {
 /// else NCCL with one pack.
 pub fn choose_all_reduce_algorithm(links: &[Vec<usize>]) -> Choice {
     if has_dgx1_like_links(links) {
+        crate::log::note(|| format!("Configured hierarchical_copy with num_packs={}", links.len()));
         Choice::AllReduce { algorithm: "hierarchical_copy", num_packs: links.len() }
     } else {
+        crate::log::note(|| "Configured nccl all-reduce.".into());
         Choice::AllReduce { algorithm: "nccl", num_packs: 1 }
     }
 }
@@ -64,6 +66,7 @@ pub fn choose_the_best(devices: &[String], links: Option<&[Vec<usize>]>, visible
         .collect::<Result<Vec<_>>>()?;
     let is_gpu = |s: &DeviceSpec| s.device_type.as_deref().is_some_and(|t| t.to_uppercase().contains("GPU"));
     if !specs.iter().all(is_gpu) {
+        crate::log::note(|| "warning: Not all devices in DistributionStrategy are visible to TensorFlow session.".into());
         return Ok(Choice::ReductionToOneDevice {
             reason: "Not all devices in DistributionStrategy are visible to TensorFlow session.".into(),
         });
@@ -71,9 +74,11 @@ pub fn choose_the_best(devices: &[String], links: Option<&[Vec<usize>]>, visible
     let invisible = specs.iter().any(|s| s.device_index.is_some_and(|i| i < 0 || i as usize >= visible_gpus));
     match links {
         Some(links) => Ok(choose_all_reduce_algorithm(links)),
-        None if invisible => Ok(Choice::ReductionToOneDevice {
-            reason: "Not all devices in distribute strategy are visible by TensorFlow sessions.".into(),
-        }),
+        None if invisible => {
+            let reason = "Not all devices in distribute strategy are visible by TensorFlow sessions.";
+            crate::log::note(|| format!("warning: {reason}"));
+            Ok(Choice::ReductionToOneDevice { reason: reason.into() })
+        }
         None => Ok(choose_all_reduce_algorithm(&[])),
     }
 }

@@ -19,7 +19,8 @@ use crate::ops::collective::group_key_id;
 use crate::ops::{CollectiveAllReduce, MultiWorkerAllReduce};
 use crate::spec::{group_device_names, parse_spec, RawSpec};
 use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Packing, ReductionToOneDevice};
-use crate::pack::extract_ranges;
+use crate::pack::small_tensors::PackedRange;
+use crate::pack::{extract_ranges, split_grads_by_size, AggregateSmallTensorPacker, ConcatAndSplitPacker};
 use crate::plan::{host, Chunk, Plan, Step};
 use crate::topology::{choose_the_best, Choice};
 use crate::reduce_op::ReduceOp;
@@ -49,6 +50,9 @@ enum Request {
     GroupDeviceNames { devices: Vec<String>, group_size: usize },
     GroupKeyId { devices: Vec<String> },
     ParseSpec { spec: serde_json::Value },
+    SplitGradsBySize { threshold: usize, element_counts: Vec<Vec<usize>> },
+    Pack { packer: PackerW, grads: Vec<Vec<TensorW>> },
+    Unpack { packer: PackerW, grads: Vec<Vec<TensorW>>, info: serde_json::Value },
     ToNumbers { tensor: TensorW },
 }
 
@@ -199,6 +203,13 @@ fn describe_plan(plan: &Plan) -> PlanOut {
 }
 
 #[derive(Deserialize)]
+#[serde(tag = "kind", rename_all_fields = "camelCase")]
+enum PackerW {
+    ConcatAndSplit { num_packs: i64 },
+    SmallTensors { max_bytes: i64, max_group: i64 },
+}
+
+#[derive(Deserialize)]
 struct TensorW {
     buf: usize,
     dtype: String,
@@ -272,6 +283,8 @@ enum ResponseW {
     Groups(Vec<Vec<String>>),
     KeyId(String),
     Specs(Vec<(String, usize, i64)>),
+    Split { small: Vec<(usize, Vec<usize>)>, large: Vec<(usize, Vec<usize>)> },
+    Packed { grads: Vec<Vec<TensorOut>>, info: serde_json::Value },
     Value(ValueOut),
     Device(String),
     Devices(Vec<String>),
@@ -322,6 +335,10 @@ impl<'a> Decoder<'a> {
             )?),
             ValueW::Many(vs) => Value::Many(vs.iter().map(|v| self.value(v)).collect::<Result<_>>()?),
         })
+    }
+
+    fn grads(&self, grads: &[Vec<TensorW>]) -> Result<Vec<Vec<Tensor<'a>>>> {
+        grads.iter().map(|g| g.iter().map(|t| self.tensor(t)).collect()).collect()
     }
 
     fn input(&self, i: &InputW) -> Result<Input<'a>> {
@@ -412,6 +429,10 @@ impl Encoder {
             },
             Value::Many(_) => return fail(ErrorCode::Internal, "a result cannot be a list"),
         })
+    }
+
+    fn grads(&mut self, grads: Vec<Vec<Tensor<'static>>>) -> Vec<Vec<TensorOut>> {
+        grads.into_iter().map(|g| g.into_iter().map(|t| self.tensor(t)).collect()).collect()
     }
 
     fn mirrored(&mut self, m: Mirrored<Value<'static>>) -> Result<Vec<(String, ValueOut)>> {
@@ -521,6 +542,39 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
         Request::ParseSpec { spec } => ResponseW::Specs(
             parse_spec(&RawSpec::from_json(&spec))?.into_iter().map(|s| (s.alg, s.shards, s.limit)).collect(),
         ),
+        Request::SplitGradsBySize { threshold, element_counts } => {
+            let (small, large) = split_grads_by_size(threshold, &element_counts);
+            ResponseW::Split { small, large }
+        }
+        Request::Pack { packer, grads } => {
+            let grads = dec.grads(&grads)?;
+            let (packed, info) = match packer {
+                PackerW::ConcatAndSplit { num_packs } => {
+                    let (p, info) = ConcatAndSplitPacker::new(num_packs)?.pack(&grads)?;
+                    (p, serde_json::to_value(info).expect("serialises"))
+                }
+                PackerW::SmallTensors { max_bytes, max_group } => {
+                    let (p, info) = AggregateSmallTensorPacker::new(max_bytes, max_group)?.pack(&grads)?;
+                    (p, serde_json::to_value(info).expect("serialises"))
+                }
+            };
+            ResponseW::Packed { grads: enc.grads(packed), info }
+        }
+        Request::Unpack { packer, grads, info } => {
+            let grads = dec.grads(&grads)?;
+            let bad_info = |e: serde_json::Error| CrossDeviceError::new(ErrorCode::InvalidArgument, format!("not packing information of this packer: {e}"));
+            let unpacked = match packer {
+                PackerW::ConcatAndSplit { num_packs } => {
+                    let info = serde_json::from_value(info).map_err(bad_info)?;
+                    ConcatAndSplitPacker::new(num_packs)?.unpack(&grads, &info)?
+                }
+                PackerW::SmallTensors { max_bytes, max_group } => {
+                    let info: Option<Vec<PackedRange>> = serde_json::from_value(info).map_err(bad_info)?;
+                    AggregateSmallTensorPacker::new(max_bytes, max_group)?.unpack(&grads, info.as_deref())?
+                }
+            };
+            ResponseW::Packed { grads: enc.grads(unpacked), info: serde_json::Value::Null }
+        }
         Request::Densify { value } => match dec.value(&value)? {
             Value::Sparse(s) => ResponseW::Value(enc.value(Value::Dense(s.densify()?))?),
             _ => return fail(ErrorCode::InvalidArgument, "densify expects IndexedSlices"),
@@ -532,7 +586,12 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
 /// errors, including caught panics, become `{"error": …}` responses.
 pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
     let mut enc = Encoder::default();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(request, inputs, &mut enc)))
+    // `"debug": true` anywhere at the top level asks for the diagnostics of `crate::log`.
+    let debug = request.contains("\"debug\":true");
+    let (outcome, lines) = crate::log::capture(debug, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(request, inputs, &mut enc)))
+    });
+    let outcome = outcome
         .unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<String>()
@@ -545,8 +604,9 @@ pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
         enc.buffers.clear();
         ResponseW::Error { code: e.code.as_str(), message: e.message }
     });
-    Response {
-        meta: serde_json::to_string(&response).expect("responses serialise"),
-        buffers: enc.buffers,
+    let mut meta = serde_json::to_value(&response).expect("responses serialise");
+    if let (false, Some(object)) = (lines.is_empty(), meta.as_object_mut()) {
+        object.insert("log".into(), lines.into());
     }
+    Response { meta: meta.to_string(), buffers: enc.buffers }
 }

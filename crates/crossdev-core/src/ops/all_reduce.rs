@@ -161,6 +161,18 @@ pub(crate) fn check_across(across: &[&Tensor]) -> Result<()> {
 
 /// Runs `plan` over `across` and gives each result its input's shape.
 pub(crate) fn run_across(plan: &Plan, op: ReduceOp, across: &[&Tensor]) -> Result<Vec<Tensor<'static>>> {
+    crate::log::note(|| {
+        format!(
+            "plan {}: {} of {} {} elements over {} devices, {} stages, {} bytes across devices",
+            plan.algorithm,
+            op.name(),
+            plan.elements,
+            plan.dtype.name(),
+            plan.inputs,
+            plan.stages.len(),
+            plan.bytes_moved().total
+        )
+    });
     let outs = host::run(plan, op, &across.iter().map(|t| &t.data).collect::<Vec<_>>())?;
     across.iter().zip(outs).map(|(t, data)| Tensor::new(t.shape.clone(), data)).collect()
 }
@@ -185,6 +197,9 @@ pub(crate) trait AllReduceDispatch {
         if all_reducible(value, destinations)? {
             return Ok(self.batch_all_reduce(op, &[value])?.remove(0));
         }
+        if value.iter().any(|(_, v)| v.contains_indexed_slices()) {
+            crate::log::note(|| "warning: Efficient allreduce is not supported for IndexedSlices.".into());
+        }
         let first = destinations.devices()?.into_iter().next();
         ReductionToOneDevice::new(first.as_deref(), Accumulation::AddN)?.reduce_implementation(op, value, destinations)
     }
@@ -198,6 +213,7 @@ pub(crate) trait AllReduceDispatch {
         if all {
             return self.batch_all_reduce(op, &pairs.iter().map(|(v, _)| v).collect::<Vec<_>>());
         }
+        crate::log::note(|| "warning: Efficient batch_reduce is not supported if destinations are different.".into());
         pairs.iter().map(|(v, d)| self.dispatch_reduce(op, v, d)).collect()
     }
 }
@@ -209,6 +225,7 @@ fn all_reducible(value: &PerDevice<Value>, destinations: &Destinations) -> Resul
 impl AllReduceDispatch for AllReduce {
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
         let (devices, grads) = group_by_device(values)?;
+        crate::log::note(|| format!("AllReduce({}): {} tensors, packing {:?}", self.algorithm.name(), values.len(), self.packing));
         let reduced = self.packing.around(&grads, |index, across| {
             check_across(across)?;
             let plan = self.algorithm.plan(&devices, across[0].dtype(), across[0].num_elements(), index)?;

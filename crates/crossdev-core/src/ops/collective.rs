@@ -60,6 +60,7 @@ impl CollectiveAllReduce {
             );
         }
         let count = grads[0].len();
+        crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(&devices).unwrap_or_default()));
         let mut reduced: Vec<Vec<_>> = grads.iter().map(|_| Vec::with_capacity(count)).collect();
         for i in 0..count {
             let across: Vec<_> = grads.iter().map(|g| &g[i]).collect();

@@ -78,6 +78,7 @@ impl AllReduceDispatch for MultiWorkerAllReduce {
             if take.is_empty() {
                 continue;
             }
+            crate::log::note(|| format!("MultiWorkerAllReduce: spec {spec:?} takes {} tensors, packing {:?}", take.len(), self.packing));
             let share: Vec<Vec<Tensor>> = grads.iter().map(|g| take.iter().map(|&i| g[i].view()).collect()).collect();
             for (d, per) in self.reduce_share(op, spec, &devices, &share)?.into_iter().enumerate() {
                 for (&i, t) in take.iter().zip(per) {

@@ -57,6 +57,16 @@ impl CrossDeviceOps for ReductionToOneDevice {
         destinations: &Destinations,
     ) -> Result<Mirrored<Value<'static>>> {
         let devices = destinations.devices()?;
+        crate::log::note(|| {
+            format!(
+                "ReductionToOneDevice: {} of {} device values on {} ({:?}), then copied to {:?}",
+                op.name(),
+                value.len(),
+                self.reduce_to_device.as_deref().or(devices.first().map(String::as_str)).unwrap_or("-"),
+                self.accumulation,
+                devices
+            )
+        });
         place(simple_reduce(op, value)?, devices)
     }
 }

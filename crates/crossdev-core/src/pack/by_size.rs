@@ -1,20 +1,21 @@
 //! Grouping gradients by size: `split_grads_by_size` (multi-worker spec limits) and TF 2's
 //! `group_by_size` (`bytes_per_pack`).
 
-use crate::tensor::Tensor;
+/// A device's share of gradients: the device's position, and indices into its list.
+pub type Share = (usize, Vec<usize>);
 
 /// `split_grads_by_size`: per device, gradients of at most `threshold` **elements** (TensorFlow
 /// compares element counts despite its docs) go to `small`, the rest to `large`; a device's
-/// list is kept only if non-empty. Each entry is the gradient's index in the device's list.
-pub fn split_grads_by_size(threshold: usize, device_grads: &[Vec<Tensor>]) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+/// share is kept only if non-empty. Takes each gradient's element count.
+pub fn split_grads_by_size(threshold: usize, element_counts: &[Vec<usize>]) -> (Vec<Share>, Vec<Share>) {
     let (mut small, mut large) = (Vec::new(), Vec::new());
-    for grads in device_grads {
-        let (s, l): (Vec<usize>, Vec<usize>) = (0..grads.len()).partition(|&i| grads[i].num_elements() <= threshold);
+    for (d, counts) in element_counts.iter().enumerate() {
+        let (s, l): (Vec<usize>, Vec<usize>) = (0..counts.len()).partition(|&i| counts[i] <= threshold);
         if !s.is_empty() {
-            small.push(s);
+            small.push((d, s));
         }
         if !l.is_empty() {
-            large.push(l);
+            large.push((d, l));
         }
     }
     (small, large)

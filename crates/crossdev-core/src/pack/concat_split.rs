@@ -11,8 +11,8 @@ pub struct ConcatAndSplitPacker {
     num_packs: usize,
 }
 
-/// What [`ConcatAndSplitPacker::unpack`] needs: each device's original shapes and pack sizes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What [`ConcatAndSplitPacker::unpack`] needs: each device's original shapes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConcatSplitInfo {
     /// Per device, the original shapes in order.
     pub shapes: Vec<Vec<Vec<usize>>>,

@@ -45,7 +45,7 @@ pub struct AggregateSmallTensorPacker {
 }
 
 /// One packed run: the original positions `first..=last` and their shapes, per device.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackedRange {
     /// First original index.
     pub first: usize,
