@@ -217,25 +217,28 @@ export class AllReduceCrossDeviceOps extends CrossDeviceOps {
   }
 }
 
-/** TF 2's `NcclAllReduce`: NCCL's ring with `numPacks` packs (0: no packing; negative is an error). */
-export class NcclAllReduce extends CrossDeviceOps {
+/** TF 2's all-reduce classes: one algorithm, `numPacks` packs (0: no packing; negative is an error). */
+abstract class PackedAllReduce extends CrossDeviceOps {
   protected readonly spec: object;
 
-  constructor(options: { numPacks?: number } = {}) {
+  protected constructor(kind: string, options: { numPacks?: number }) {
     super();
-    this.spec = { kind: 'NcclAllReduce', numPacks: options.numPacks ?? 1 };
+    this.spec = { kind, numPacks: options.numPacks ?? 1 };
     this.checked();
   }
 }
 
-/** TF 2's `HierarchicalCopyAllReduce`: hierarchical copy with `numPacks` packs (0: no packing). */
-export class HierarchicalCopyAllReduce extends CrossDeviceOps {
-  protected readonly spec: object;
-
+/** TF 2's `NcclAllReduce`: NCCL's ring with `numPacks` packs. */
+export class NcclAllReduce extends PackedAllReduce {
   constructor(options: { numPacks?: number } = {}) {
-    super();
-    this.spec = { kind: 'HierarchicalCopyAllReduce', numPacks: options.numPacks ?? 1 };
-    this.checked();
+    super('NcclAllReduce', options);
+  }
+}
+
+/** TF 2's `HierarchicalCopyAllReduce`: hierarchical copy with `numPacks` packs. */
+export class HierarchicalCopyAllReduce extends PackedAllReduce {
+  constructor(options: { numPacks?: number } = {}) {
+    super('HierarchicalCopyAllReduce', options);
   }
 }
 

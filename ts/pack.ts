@@ -23,54 +23,48 @@ function tensors(reply: Reply, deviceGrads: readonly (readonly Tensor[])[]): Ten
   );
 }
 
-/** Concatenates each device's gradients and splits them into `numPacks` nearly equal packs. */
-export class ConcatAndSplitPacker {
+/** A packer: `pack` remembers how it packed, so that `unpack` can restore the original lists. */
+abstract class Packer {
   readonly #spec: object;
   #info: unknown = null;
 
-  /** `numPacks` must be positive ("num_packs must be greater than zero."). */
-  constructor(options: { numPacks?: number } = {}) {
-    this.#spec = { kind: 'ConcatAndSplit', numPacks: options.numPacks ?? 1 };
-    request('pack', this.#spec, []);
+  /** Checks the options in the core, so that bad ones fail at construction. */
+  protected constructor(spec: object) {
+    this.#spec = spec;
+    request('pack', spec, []);
   }
 
-  /** Per device, `numPacks` flat tensors (the remainder in the last; packs may be empty). */
+  /** Per device, the packed tensors. */
   pack(deviceGrads: readonly (readonly Tensor[])[]): Tensor[][] {
     const reply = request('pack', this.#spec, deviceGrads);
     this.#info = reply.meta.packed.info;
     return tensors(reply, deviceGrads);
   }
 
-  /** Per device, the reduced packs split back into the shapes {@link pack} saw. */
+  /** Per device, the reduced packs turned back into the gradients {@link pack} saw, in their order. */
   unpack(reduced: readonly (readonly Tensor[])[]): Tensor[][] {
     return tensors(request('unpack', this.#spec, reduced, { info: this.#info }), reduced);
   }
 }
 
 /**
- * Packs runs of adjacent small float32 gradients (at most `maxBytes` each, runs of at most
- * `maxGroup + 2`, TensorFlow's bound) into one tensor each; packed tensors come first.
+ * Concatenates each device's gradients and splits them into `numPacks` nearly equal packs (the
+ * remainder in the last; packs may be empty). `numPacks` must be positive.
  */
-export class AggregateSmallTensorPacker {
-  readonly #spec: object;
-  #info: unknown = null;
+export class ConcatAndSplitPacker extends Packer {
+  constructor(options: { numPacks?: number } = {}) {
+    super({ kind: 'ConcatAndSplit', numPacks: options.numPacks ?? 1 });
+  }
+}
 
-  /** Both limits must be positive. */
+/**
+ * Packs runs of adjacent small float32 gradients (at most `maxBytes` each, runs of at most
+ * `maxGroup + 2`, TensorFlow's bound) into one tensor each; packed tensors come first, the rest
+ * follow in their original order. Both limits must be positive.
+ */
+export class AggregateSmallTensorPacker extends Packer {
   constructor(options: { maxBytes?: number; maxGroup?: number } = {}) {
-    this.#spec = { kind: 'SmallTensors', maxBytes: options.maxBytes ?? 1048576, maxGroup: options.maxGroup ?? 16 };
-    request('pack', this.#spec, []);
-  }
-
-  /** Per device: packed runs first, then the other gradients in their original order. */
-  pack(deviceGrads: readonly (readonly Tensor[])[]): Tensor[][] {
-    const reply = request('pack', this.#spec, deviceGrads);
-    this.#info = reply.meta.packed.info;
-    return tensors(reply, deviceGrads);
-  }
-
-  /** Per device, the original order restored. */
-  unpack(reduced: readonly (readonly Tensor[])[]): Tensor[][] {
-    return tensors(request('unpack', this.#spec, reduced, { info: this.#info }), reduced);
+    super({ kind: 'SmallTensors', maxBytes: options.maxBytes ?? 1048576, maxGroup: options.maxGroup ?? 16 });
   }
 }
 

@@ -165,5 +165,5 @@ pub fn divide(s: &IndexedSlices, n: usize) -> Result<IndexedSlices<'static>> {
 }
 
 fn divide_buffer(b: &Buffer, n: usize) -> Buffer<'static> {
-    reduce_buffers(ReduceOp::Mean, &[b], Some(n))
+    reduce_buffers(ReduceOp::Mean, &[b], Some(n), 1).remove(0)
 }

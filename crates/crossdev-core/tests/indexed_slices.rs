@@ -45,7 +45,7 @@ fn ops_both() -> Vec<ReductionToOneDevice> {
 
 #[test]
 fn simple_reduce_with_indexed_slices() {
-    let r = simple_reduce(ReduceOp::Sum, &pd_t0_t1()).unwrap();
+    let r = simple_reduce(ReduceOp::Sum, &pd_t0_t1(), 1).map(|mut v| v.remove(0)).unwrap();
     let s = sparse(&r);
     // Concatenated, duplicates kept.
     assert_eq!(s.values, t32(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
@@ -106,21 +106,21 @@ fn map_output_of_indexed_slices_counts_each_element() {
         ("/cpu:0", Value::Many(vec![Value::Sparse(t0()), Value::Sparse(t0())])),
         ("/cpu:1", Value::Sparse(t1())),
     ]);
-    let r = simple_reduce(ReduceOp::Mean, &pd).unwrap();
+    let r = simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     let s = sparse(&r);
     let raw = [1.0f32, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
     let want: Vec<f32> = raw.iter().map(|x| x / 3.0).collect();
     assert_eq!(s.values, t32(&[4, 2], &want));
     assert_eq!(s.indices, ti32(&[4], &[1, 1, 1, 3]));
-    let r = simple_reduce(ReduceOp::Sum, &pd).unwrap();
+    let r = simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(densified_f32(&r), (vec![5, 2], vec![0.0, 0.0, 5.0, 8.0, 0.0, 0.0, 5.0, 6.0, 0.0, 0.0]));
 }
 
 #[test]
 fn single_indexed_slices_is_returned_as_is() {
     let pd = per_device(vec![("/cpu:0", Value::Sparse(t1()))]);
-    assert_eq!(simple_reduce(ReduceOp::Sum, &pd).unwrap(), Value::Sparse(t1()));
-    let mean = simple_reduce(ReduceOp::Mean, &pd).unwrap();
+    assert_eq!(simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap(), Value::Sparse(t1()));
+    let mean = simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(mean, Value::Sparse(t1()), "MEAN over one contribution divides by 1");
 }
 
@@ -129,7 +129,7 @@ fn dense_and_sparse_mix_concatenates() {
     // A dense [5, 2] tensor becomes slices of all its rows (int32 indices 0..5).
     let dense = dense32(&[5, 2], &[1.0; 10]);
     let pd = per_device(vec![("/cpu:0", Value::Sparse(t0())), ("/cpu:1", dense)]);
-    let r = simple_reduce(ReduceOp::Sum, &pd).unwrap();
+    let r = simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     let s = sparse(&r);
     assert_eq!(s.indices, ti32(&[6], &[1, 0, 1, 2, 3, 4]));
     assert_eq!(s.values.shape, vec![6, 2]);
@@ -141,7 +141,7 @@ fn mixed_int32_int64_indices_become_int64() {
     let a = is32(&[1.0, 2.0], 2, &[1], &[5, 2]);
     let b = is32_i64(&[3.0, 4.0, 5.0, 6.0], 2, &[1, 3], &[5, 2]);
     let pd = per_device(vec![("/cpu:0", Value::Sparse(a.clone())), ("/cpu:1", Value::Sparse(b.clone()))]);
-    let r = simple_reduce(ReduceOp::Sum, &pd).unwrap();
+    let r = simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(sparse(&r).indices, ti64(&[3], &[1, 1, 3]));
     assert_eq!(densified_f32(&r), (vec![5, 2], DENSE_SUM.to_vec()));
 
@@ -157,7 +157,7 @@ fn mixed_int32_int64_indices_become_int64() {
         ("/cpu:0", dense32(&[5, 2], &[1.0; 10])),
         ("/cpu:1", Value::Sparse(is32_i64(&[7.0, 8.0], 2, &[4], &[5, 2]))),
     ]);
-    let r = simple_reduce(ReduceOp::Mean, &pd).unwrap();
+    let r = simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(sparse(&r).indices, ti64(&[6], &[0, 1, 2, 3, 4, 4]));
     assert_eq!(densified_f32(&r), (vec![5, 2], vec![0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 4.0, 4.5]));
 }
@@ -172,7 +172,7 @@ fn indexed_slices_mismatch_errors() {
     );
     let pd = per_device(vec![("/cpu:0", Value::Sparse(a.clone())), ("/cpu:1", Value::Sparse(b64))]);
     assert_eq!(
-        err(simple_reduce(ReduceOp::Sum, &pd)),
+        err(simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0))),
         (ErrorCode::DtypeMismatch, "Cannot aggregate IndexedSlices of float32 with float64".to_string())
     );
     let wide = is32(&[1.0, 2.0, 3.0], 3, &[0], &[5, 3]);
@@ -182,13 +182,13 @@ fn indexed_slices_mismatch_errors() {
     );
     let pd = per_device(vec![("/cpu:0", Value::Sparse(a)), ("/cpu:1", Value::Sparse(wide))]);
     assert_eq!(
-        err(simple_reduce(ReduceOp::Mean, &pd)),
+        err(simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0))),
         (ErrorCode::ShapeMismatch, "Cannot aggregate IndexedSlices with rows of shape [2] and [3]".to_string())
     );
     // A scalar cannot become slices.
     let pd = per_device(vec![("/cpu:0", Value::Sparse(t0())), ("/cpu:1", scalar32(1.0))]);
     assert_eq!(
-        err(simple_reduce(ReduceOp::Sum, &pd)),
+        err(simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0))),
         (ErrorCode::ShapeMismatch, "A scalar cannot be aggregated with IndexedSlices".to_string())
     );
 }
@@ -286,13 +286,13 @@ fn as_slices(v: Value<'static>) -> Value<'static> {
 
 #[test]
 fn aggregate_tensors() {
-    let r = aggregate(ReduceOp::Sum, &[&a(), &b()], None).unwrap();
+    let r = aggregate(ReduceOp::Sum, &[&a(), &b()], None, 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(dense_f32(&r), (vec![3, 2], A_PLUS_B.to_vec()));
 }
 
 #[test]
 fn aggregate_indexed_slices() {
-    let r = aggregate(ReduceOp::Sum, &[&as_slices(a()), &as_slices(b())], None).unwrap();
+    let r = aggregate(ReduceOp::Sum, &[&as_slices(a()), &as_slices(b())], None, 1).map(|mut v| v.remove(0)).unwrap();
     let s = sparse(&r);
     assert_eq!(s.indices, ti32(&[6], &[0, 1, 2, 0, 1, 2]));
     assert_eq!(s.dense_shape, vec![3, 2]);
@@ -301,7 +301,7 @@ fn aggregate_indexed_slices() {
 
 #[test]
 fn divide_tensor() {
-    let r = aggregate(ReduceOp::Sum, &[&a()], Some(2)).unwrap();
+    let r = aggregate(ReduceOp::Sum, &[&a()], Some(2), 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(dense_f32(&r), (vec![3, 2], vec![0.5, 1.0, 0.0, 0.0, 1.5, 2.0]));
 }
 
@@ -313,7 +313,7 @@ fn divide_indexed_slices() {
     assert_eq!(d.dense_shape, vec![3, 2]);
     assert_eq!(d.densify().unwrap(), t32(&[3, 2], &[0.5, 1.0, 0.0, 0.0, 1.5, 2.0]));
     // Through aggregate, too: the result stays IndexedSlices.
-    let r = aggregate(ReduceOp::Sum, &[&Value::Sparse(s)], Some(2)).unwrap();
+    let r = aggregate(ReduceOp::Sum, &[&Value::Sparse(s)], Some(2), 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(densified_f32(&r), (vec![3, 2], vec![0.5, 1.0, 0.0, 0.0, 1.5, 2.0]));
     assert!(matches!(r, Value::Sparse(_)));
 }
@@ -374,7 +374,7 @@ fn zero_row_slices() {
     let empty = IndexedSlices::new(t32(&[0, 2], &[]), ti32(&[0], &[]), vec![3, 2]).unwrap();
     assert_eq!(empty.densify().unwrap(), t32(&[3, 2], &[0.0; 6]));
     let pd = per_device(vec![("/cpu:0", Value::Sparse(empty.clone())), ("/cpu:1", Value::Sparse(empty))]);
-    let r = simple_reduce(ReduceOp::Mean, &pd).unwrap();
+    let r = simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap();
     assert_eq!(sparse(&r).values.shape, vec![0, 2]);
     assert_eq!(densified_f32(&r), (vec![3, 2], vec![0.0; 6]));
 }

@@ -174,11 +174,11 @@ fn map_output_counts_each_element_for_mean() {
         ("/cpu:0", Value::Many(vec![scalar32(1.0), scalar32(2.0)])),
         ("/cpu:1", scalar32(6.0)),
     ]);
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Mean, &pd).unwrap()), (vec![], vec![3.0]));
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Sum, &pd).unwrap()), (vec![], vec![9.0]));
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Max, &pd).unwrap()), (vec![], vec![6.0]));
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Min, &pd).unwrap()), (vec![], vec![1.0]));
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Product, &pd).unwrap()), (vec![], vec![12.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![3.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![9.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Max, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![6.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Min, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![1.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Product, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![12.0]));
 
     let ops = ReductionToOneDevice::new(None, Accumulation::AddN).unwrap();
     let m = ops.reduce(ReduceOp::Mean, Input::PerDevice(pd), &Destinations::Devices(vec!["/cpu:0".into(), "/cpu:1".into()])).unwrap();
@@ -192,8 +192,8 @@ fn map_output_lists_on_every_device() {
         ("/cpu:0", Value::Many(vec![dense32(&[2], &[1.0, 0.0]), dense32(&[2], &[2.0, 5.0])])),
         ("/cpu:1", Value::Many(vec![dense32(&[2], &[3.0, 5.0]), dense32(&[2], &[4.0, 5.0]), dense32(&[2], &[10.0, 0.0])])),
     ]);
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Mean, &pd).unwrap()), (vec![2], vec![4.0, 3.0]));
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Sum, &pd).unwrap()), (vec![2], vec![20.0, 15.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![2], vec![4.0, 3.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![2], vec![20.0, 15.0]));
 }
 
 #[test]
@@ -203,15 +203,15 @@ fn empty_map_output_is_skipped_and_not_counted() {
         ("/cpu:1", scalar32(4.0)),
         ("/cpu:2", Value::Many(vec![scalar32(2.0)])),
     ]);
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Mean, &pd).unwrap()), (vec![], vec![3.0]));
-    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Sum, &pd).unwrap()), (vec![], vec![6.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Mean, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![3.0]));
+    assert_eq!(dense_f32(&simple_reduce(ReduceOp::Sum, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![], vec![6.0]));
 }
 
 #[test]
 fn single_value_reduces_to_itself() {
     let pd = per_device(vec![("/cpu:3", dense32(&[3], &[1.5, -2.0, 7.0]))]);
     for op in ReduceOp::ALL {
-        assert_eq!(dense_f32(&simple_reduce(op, &pd).unwrap()), (vec![3], vec![1.5, -2.0, 7.0]), "{op:?}");
+        assert_eq!(dense_f32(&simple_reduce(op, &pd, 1).map(|mut v| v.remove(0)).unwrap()), (vec![3], vec![1.5, -2.0, 7.0]), "{op:?}");
     }
 }
 

@@ -13,10 +13,9 @@ pub fn copy<T: Copy + Send + Sync>(src: &[T], dst: &mut [T]) {
     dst.copy_from_slice(src);
 }
 
-/// A new vector holding a copy of `src` (allocated zeroed, so large buffers come straight from
-/// the OS's zero pages and are written once, by the copy).
-pub fn to_vec<T: bytemuck::Zeroable + Copy + Send + Sync>(src: &[T]) -> Vec<T> {
-    let mut out = bytemuck::zeroed_vec(src.len());
+/// A new vector holding a copy of `src` (written once, by the copy).
+pub fn to_vec<T: bytemuck::Pod + Send + Sync>(src: &[T]) -> Vec<T> {
+    let mut out = super::output_vec(src.len());
     copy(src, &mut out);
     out
 }

@@ -7,3 +7,16 @@ pub mod reduce_n;
 /// Elements per parallel task: large enough that scheduling costs vanish next to memory traffic.
 #[cfg(feature = "parallel")]
 pub(crate) const PAR_CHUNK: usize = 1 << 16;
+
+/// A vector of `len` elements that the caller will write in full before reading any: allocated
+/// without a zero-fill, which would be a pass over memory as costly as the write itself.
+pub(crate) fn output_vec<T: bytemuck::Pod>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: T is plain old data (any bit pattern is a value), and every caller writes all `len`
+    // elements (through `copy_from_slice`-like stores only) before anything reads them.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}

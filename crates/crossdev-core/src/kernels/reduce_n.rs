@@ -7,7 +7,8 @@
 //! builds; inner loops are plain slices that the compiler vectorises (SSE/AVX, or simd128 on wasm).
 
 use super::cast::{Accumulator, Element};
-use crate::map_buffer;
+use half::{bf16, f16};
+use std::borrow::Cow;
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Scalar};
 
@@ -37,59 +38,91 @@ fn reduce_serial<T: Element>(
     inputs: &[&[T]],
     divide_by: Option<usize>,
     offset: usize,
-    out: &mut [T],
+    outs: &mut [&mut [T]],
 ) {
     let mut acc = [T::Acc::default(); BLOCK];
     let mut scratch = [T::Acc::default(); BLOCK];
-    for (b, out_block) in out.chunks_mut(BLOCK).enumerate() {
-        let start = offset + b * BLOCK;
-        let end = start + out_block.len();
-        let acc = &mut acc[..out_block.len()];
-        T::widen(&inputs[0][start..end], acc);
+    let len = outs[0].len();
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        let acc = &mut acc[..end - start];
+        T::widen(&inputs[0][offset + start..offset + end], acc);
         for input in &inputs[1..] {
-            fold_dispatch(op, acc, T::as_acc(&input[start..end], &mut scratch));
+            fold_dispatch(op, acc, T::as_acc(&input[offset + start..offset + end], &mut scratch));
         }
         if let Some(n) = divide_by {
             for a in acc.iter_mut() {
                 *a = T::Acc::div_count(*a, n);
             }
         }
-        T::narrow(acc, out_block);
+        for out in outs.iter_mut() {
+            T::narrow(acc, &mut out[start..end]);
+        }
     }
 }
 
 /// Reduces `inputs` (all of `out.len()` elements, at least one) into `out` with `op`'s combiner,
-/// dividing by `divide_by` when given (MEAN). Integer arithmetic wraps; half types accumulate in f32.
+/// dividing by `divide_by` when given (MEAN). Integer arithmetic wraps; half types accumulate in
+/// f32. `out` is only written, never read.
 pub fn reduce_n<T: Element>(op: ReduceOp, inputs: &[&[T]], divide_by: Option<usize>, out: &mut [T]) {
-    assert!(!inputs.is_empty(), "reduce_n needs at least one input");
-    assert!(inputs.iter().all(|x| x.len() == out.len()), "reduce_n inputs differ in length");
+    reduce_n_into(op, inputs, divide_by, &mut [out]);
+}
+
+/// [`reduce_n`] writing the result to every buffer of `outs` in the same pass: a reduction and
+/// its broadcast then read each input once and write each output once, the least memory traffic
+/// there is.
+pub fn reduce_n_into<T: Element>(op: ReduceOp, inputs: &[&[T]], divide_by: Option<usize>, outs: &mut [&mut [T]]) {
+    assert!(!inputs.is_empty() && !outs.is_empty(), "reduce_n needs an input and an output");
+    let len = outs[0].len();
+    assert!(
+        inputs.iter().all(|x| x.len() == len) && outs.iter().all(|o| o.len() == len),
+        "reduce_n buffers differ in length"
+    );
     #[cfg(feature = "parallel")]
-    if out.len() >= 2 * super::PAR_CHUNK {
+    if len >= 2 * super::PAR_CHUNK {
         use rayon::prelude::*;
-        out.par_chunks_mut(super::PAR_CHUNK).enumerate().for_each(|(i, chunk)| {
-            reduce_serial(op, inputs, divide_by, i * super::PAR_CHUNK, chunk)
-        });
+        // Chunk i of every output, together.
+        let mut chunks: Vec<Vec<&mut [T]>> = (0..len.div_ceil(super::PAR_CHUNK)).map(|_| Vec::with_capacity(outs.len())).collect();
+        for out in outs.iter_mut() {
+            for (i, c) in out.chunks_mut(super::PAR_CHUNK).enumerate() {
+                chunks[i].push(c);
+            }
+        }
+        chunks.par_iter_mut().enumerate().for_each(|(i, group)| reduce_serial(op, inputs, divide_by, i * super::PAR_CHUNK, group));
         return;
     }
-    reduce_serial(op, inputs, divide_by, 0, out);
+    reduce_serial(op, inputs, divide_by, 0, outs);
 }
 
-fn reduce_typed<T: Element + Scalar>(op: ReduceOp, inputs: &[&Buffer], divide_by: Option<usize>) -> Vec<T> {
+fn reduce_typed<T: Element + Scalar>(op: ReduceOp, inputs: &[&Buffer], divide_by: Option<usize>, copies: usize) -> Vec<Vec<T>> {
     let xs: Vec<&[T]> = inputs.iter().map(|b| T::slice(b).expect("dtypes checked")).collect();
-    let mut out = bytemuck::zeroed_vec(xs[0].len());
-    reduce_n(op, &xs, divide_by, &mut out);
-    out
+    let mut outs: Vec<Vec<T>> = (0..copies).map(|_| super::output_vec(xs[0].len())).collect();
+    reduce_n_into(op, &xs, divide_by, &mut outs.iter_mut().map(|o| o.as_mut_slice()).collect::<Vec<_>>());
+    outs
 }
 
-/// [`reduce_n`] over buffers of one dtype and length (checked by the caller), into a new buffer.
-pub fn reduce_buffers(op: ReduceOp, inputs: &[&Buffer], divide_by: Option<usize>) -> Buffer<'static> {
-    map_buffer!(inputs[0], _first => reduce_typed(op, inputs, divide_by))
+/// [`reduce_n_into`] over buffers of one dtype and length (checked by the caller), into `copies`
+/// new buffers.
+pub fn reduce_buffers(op: ReduceOp, inputs: &[&Buffer], divide_by: Option<usize>, copies: usize) -> Vec<Buffer<'static>> {
+    fn wrap<T>(outs: Vec<Vec<T>>, variant: fn(Cow<'static, [T]>) -> Buffer<'static>) -> Vec<Buffer<'static>>
+    where
+        [T]: ToOwned<Owned = Vec<T>>,
+    {
+        outs.into_iter().map(|v| variant(Cow::Owned(v))).collect()
+    }
+    match inputs[0] {
+        Buffer::F32(_) => wrap(reduce_typed::<f32>(op, inputs, divide_by, copies), Buffer::F32),
+        Buffer::F64(_) => wrap(reduce_typed::<f64>(op, inputs, divide_by, copies), Buffer::F64),
+        Buffer::F16(_) => wrap(reduce_typed::<f16>(op, inputs, divide_by, copies), Buffer::F16),
+        Buffer::BF16(_) => wrap(reduce_typed::<bf16>(op, inputs, divide_by, copies), Buffer::BF16),
+        Buffer::I32(_) => wrap(reduce_typed::<i32>(op, inputs, divide_by, copies), Buffer::I32),
+        Buffer::I64(_) => wrap(reduce_typed::<i64>(op, inputs, divide_by, copies), Buffer::I64),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use half::f16;
 
     #[test]
     fn sums_left_to_right_like_a_loop() {

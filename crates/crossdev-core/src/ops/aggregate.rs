@@ -12,10 +12,11 @@ use crate::reduce_op::ReduceOp;
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
 
-/// `aggregate_tensors_or_indexed_slices`, then MEAN's divide: dense values are reduced with
-/// `combiner` in one pass (divided by `divide_by` in the same pass); if any value is
-/// `IndexedSlices`, all are concatenated (only summing makes sense for rows).
-pub fn aggregate(combiner: ReduceOp, values: &[&Value], divide_by: Option<usize>) -> Result<Value<'static>> {
+/// `aggregate_tensors_or_indexed_slices`, then MEAN's divide, into `copies` (≥ 1) identical
+/// results: dense values are reduced with `combiner` in one pass that also divides by
+/// `divide_by` and writes every copy; if any value is `IndexedSlices`, all are concatenated
+/// (only summing makes sense for rows).
+pub fn aggregate(combiner: ReduceOp, values: &[&Value], divide_by: Option<usize>, copies: usize) -> Result<Vec<Value<'static>>> {
     if values.iter().any(|v| matches!(v, Value::Many(_))) {
         return fail(ErrorCode::InvalidInput, "A list of values (MapOutput) cannot contain another list");
     }
@@ -35,11 +36,13 @@ pub fn aggregate(combiner: ReduceOp, values: &[&Value], divide_by: Option<usize>
             let parts = values.iter().map(|v| only_slices(v)).collect::<Result<Vec<_>>>()?;
             indexed_slices::concat(&parts)?
         };
-        let out = match divide_by {
+        let out = Value::Sparse(match divide_by {
             Some(n) => indexed_slices::divide(&sum, n)?,
             None => sum,
-        };
-        return Ok(Value::Sparse(out));
+        });
+        let mut all: Vec<Value<'static>> = (1..copies).map(|_| copy_value(&out)).collect();
+        all.insert(0, out);
+        return Ok(all);
     }
     let tensors: Vec<&Tensor> = values
         .iter()
@@ -71,7 +74,10 @@ pub fn aggregate(combiner: ReduceOp, values: &[&Value], divide_by: Option<usize>
         }
     }
     let bufs: Vec<_> = tensors.iter().map(|t| &t.data).collect();
-    Ok(Value::Dense(Tensor::new(first.shape.clone(), reduce_buffers(combiner, &bufs, divide_by))?))
+    reduce_buffers(combiner, &bufs, divide_by, copies.max(1))
+        .into_iter()
+        .map(|data| Ok(Value::Dense(Tensor::new(first.shape.clone(), data)?)))
+        .collect()
 }
 
 fn only_slices<'a>(v: &Value<'a>) -> Result<IndexedSlices<'a>> {
@@ -83,8 +89,9 @@ fn only_slices<'a>(v: &Value<'a>) -> Result<IndexedSlices<'a>> {
 }
 
 /// `_simple_reduce`: each device's value (a list is first reduced on its device, and counts once
-/// per element for MEAN), then all of them, on one device.
-pub fn simple_reduce(op: ReduceOp, value: &PerDevice<Value>) -> Result<Value<'static>> {
+/// per element for MEAN), then all of them, on one device; the result in `copies` copies (the
+/// broadcast that follows, fused into the same pass).
+pub fn simple_reduce(op: ReduceOp, value: &PerDevice<Value>, copies: usize) -> Result<Vec<Value<'static>>> {
     let combiner = op.combiner();
     let mut all: Vec<Cow<Value>> = Vec::new();
     let mut count = 0;
@@ -93,7 +100,7 @@ pub fn simple_reduce(op: ReduceOp, value: &PerDevice<Value>) -> Result<Value<'st
             Value::Many(list) if list.is_empty() => continue,
             Value::Many(list) => {
                 count += list.len();
-                all.push(Cow::Owned(aggregate(combiner, &list.iter().collect::<Vec<_>>(), None)?));
+                all.push(Cow::Owned(aggregate(combiner, &list.iter().collect::<Vec<_>>(), None, 1)?.remove(0)));
             }
             _ => {
                 count += 1;
@@ -105,7 +112,7 @@ pub fn simple_reduce(op: ReduceOp, value: &PerDevice<Value>) -> Result<Value<'st
         return fail(ErrorCode::EmptyValue, "`per_device_value` must be non-empty");
     }
     let all: Vec<&Value> = all.iter().map(|v| v.as_ref()).collect();
-    aggregate(combiner, &all, (op == ReduceOp::Mean).then_some(count))
+    aggregate(combiner, &all, (op == ReduceOp::Mean).then_some(count), copies)
 }
 
 /// A copy of `value` in new memory (`copy_tensor_or_indexed_slices_to_device`).
@@ -123,7 +130,7 @@ pub fn copy_value(value: &Value) -> Value<'static> {
 }
 
 /// Distinct devices in first-seen order.
-fn distinct(devices: Vec<String>) -> Vec<String> {
+pub fn distinct(devices: Vec<String>) -> Vec<String> {
     let mut seen: Vec<String> = Vec::with_capacity(devices.len());
     for d in devices {
         if !seen.contains(&d) {
@@ -137,13 +144,6 @@ fn distinct(devices: Vec<String>) -> Vec<String> {
 pub fn simple_broadcast(value: &Value, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
     let devices = distinct(destinations.devices()?);
     Mirrored::new(devices.into_iter().map(|d| (d, copy_value(value))))
-}
-
-/// Places an owned result on every device of `devices`: the first takes it, the rest get copies.
-pub fn place(value: Value<'static>, devices: Vec<String>) -> Result<Mirrored<Value<'static>>> {
-    let devices = distinct(devices);
-    let copies: Vec<Value<'static>> = devices.iter().skip(1).map(|_| copy_value(&value)).collect();
-    Mirrored::new(devices.into_iter().zip(std::iter::once(value).chain(copies)))
 }
 
 /// `_devices_match`: whether `value` lives on exactly the devices `destinations` names (as sets).

@@ -1,7 +1,7 @@
 //! `ReductionToOneDevice` (SPEC §5.5): reduce everything on one device, then copy the result out.
 //! The universal fallback: it works for any devices, dense or sparse values, and any destinations.
 
-use super::aggregate::{place, simple_reduce};
+use super::aggregate::{distinct, simple_reduce};
 use super::CrossDeviceOps;
 use crate::device::resolve;
 use crate::error::{fail, ErrorCode, Result};
@@ -56,7 +56,7 @@ impl CrossDeviceOps for ReductionToOneDevice {
         value: &PerDevice<Value>,
         destinations: &Destinations,
     ) -> Result<Mirrored<Value<'static>>> {
-        let devices = destinations.devices()?;
+        let devices = distinct(destinations.devices()?);
         crate::log::note(|| {
             format!(
                 "ReductionToOneDevice: {} of {} device values on {} ({:?}), then copied to {:?}",
@@ -67,6 +67,7 @@ impl CrossDeviceOps for ReductionToOneDevice {
                 devices
             )
         });
-        place(simple_reduce(op, value)?, devices)
+        let results = simple_reduce(op, value, devices.len())?;
+        Mirrored::new(devices.into_iter().zip(results))
     }
 }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use crate::error::{fail, ErrorCode, Result};
 use crate::kernels::cast::Element;
 use crate::kernels::copy::copy;
+use crate::kernels::output_vec;
 use crate::kernels::reduce_n::reduce_n;
 use crate::dtype::DType;
 use crate::reduce_op::ReduceOp;
@@ -45,20 +46,8 @@ impl<T> Memory<T> {
 }
 
 fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer]) -> Vec<Vec<T>> {
-    // SAFETY (of `set_len`): a validated plan writes every element of a non-input buffer before
-    // any step reads it, and the kernels only write their destination; so no element is read
-    // uninitialised, and skipping the zero-fill saves a pass over memory.
-    let mut scratch: Vec<Vec<T>> = plan.buffers[plan.inputs..]
-        .iter()
-        .map(|b| {
-            let mut v = Vec::with_capacity(b.len);
-            #[allow(clippy::uninit_vec)]
-            unsafe {
-                v.set_len(b.len)
-            };
-            v
-        })
-        .collect();
+    // A validated plan writes every element of a non-input buffer before any step reads it.
+    let mut scratch: Vec<Vec<T>> = plan.buffers[plan.inputs..].iter().map(|b| output_vec(b.len)).collect();
     let mut bufs: Vec<(*mut T, usize)> = inputs
         .iter()
         .map(|b| {
