@@ -26,6 +26,15 @@ export function extractRanges(indices: readonly number[], rangeSizeLimit = 32): 
   return call().execute(JSON.stringify({ call: 'extractRanges', indices, rangeSizeLimit }), []).meta.ranges;
 }
 
+/**
+ * TF 2's `group_by_size`: consecutive indices of `sizes` (bytes) grouped so that a new pack
+ * starts once the current one holds more than `bytesPerPack`; 0 means one pack of everything.
+ * (TF 2 applies it to the reversed gradient list.)
+ */
+export function groupBySize(sizes: readonly number[], bytesPerPack: number): number[][] {
+  return call().execute(JSON.stringify({ call: 'groupBySize', sizes, bytesPerPack }), []).meta.packs;
+}
+
 /** Ring orders per subchunk: `pred[s][d]` precedes device `d` in ring `s`, at position `rank[s][d]`. */
 export function ringPermutations(numWorkers: number, numSubchunks: number, gpuPerm: readonly number[]): { pred: number[][]; rank: number[][] } {
   return call().execute(JSON.stringify({ call: 'ringPermutations', numWorkers, numSubchunks, gpuPerm }), []).meta.permutations;

@@ -20,7 +20,7 @@ use crate::ops::{CollectiveAllReduce, MultiWorkerAllReduce};
 use crate::spec::{group_device_names, parse_spec, RawSpec};
 use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Packing, ReductionToOneDevice};
 use crate::pack::small_tensors::PackedRange;
-use crate::pack::{extract_ranges, split_grads_by_size, AggregateSmallTensorPacker, ConcatAndSplitPacker};
+use crate::pack::{extract_ranges, group_by_size, split_grads_by_size, AggregateSmallTensorPacker, ConcatAndSplitPacker};
 use crate::plan::{host, Chunk, Plan, Step};
 use crate::topology::{choose_the_best, Choice};
 use crate::reduce_op::ReduceOp;
@@ -51,6 +51,7 @@ enum Request {
     GroupKeyId { devices: Vec<String> },
     ParseSpec { spec: serde_json::Value },
     SplitGradsBySize { threshold: usize, element_counts: Vec<Vec<usize>> },
+    GroupBySize { sizes: Vec<usize>, bytes_per_pack: usize },
     Pack { packer: PackerW, grads: Vec<Vec<TensorW>> },
     Unpack { packer: PackerW, grads: Vec<Vec<TensorW>>, info: serde_json::Value },
     ToNumbers { tensor: TensorW },
@@ -284,6 +285,7 @@ enum ResponseW {
     KeyId(String),
     Specs(Vec<(String, usize, i64)>),
     Split { small: Vec<(usize, Vec<usize>)>, large: Vec<(usize, Vec<usize>)> },
+    Packs(Vec<Vec<usize>>),
     Packed { grads: Vec<Vec<TensorOut>>, info: serde_json::Value },
     Value(ValueOut),
     Device(String),
@@ -542,6 +544,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
         Request::ParseSpec { spec } => ResponseW::Specs(
             parse_spec(&RawSpec::from_json(&spec))?.into_iter().map(|s| (s.alg, s.shards, s.limit)).collect(),
         ),
+        Request::GroupBySize { sizes, bytes_per_pack } => ResponseW::Packs(group_by_size(&sizes, bytes_per_pack)),
         Request::SplitGradsBySize { threshold, element_counts } => {
             let (small, large) = split_grads_by_size(threshold, &element_counts);
             ResponseW::Split { small, large }

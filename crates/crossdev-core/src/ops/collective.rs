@@ -49,15 +49,15 @@ fn reject_sparse(value: &PerDevice<Value>) -> Result<()> {
 impl CollectiveAllReduce {
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
         let (devices, grads) = group_by_device(values)?;
-        if devices.len() < 2 {
-            return fail(ErrorCode::InvalidArgument, "num_workers * len(input_tensors) must be 2 or greater");
-        }
         let workers = split_by_task(&devices)?.len();
         if workers != self.num_workers {
             return fail(
                 ErrorCode::InvalidArgument,
                 format!("CollectiveAllReduce over {} workers got devices of {workers}: {devices:?}", self.num_workers),
             );
+        }
+        if devices.len() < 2 {
+            return fail(ErrorCode::InvalidArgument, "num_workers * len(input_tensors) must be 2 or greater");
         }
         let count = grads[0].len();
         crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(&devices).unwrap_or_default()));
