@@ -3,7 +3,7 @@
 //! Results of a reduction are new buffers; fresh memory from the OS costs a page fault (and a
 //! zero-fill) per 4 KiB page the first time it is written, which on large tensors costs more
 //! than the reduction itself. [`PoolAllocator`] keeps freed blocks of at least 1 MiB (up to a
-//! budget, `CROSSDEV_POOL_BYTES`, default 1 GiB) and hands them out again for allocations of the
+//! budget, `CROSSDEV_POOL_BYTES`, default 2 GiB) and hands them out again for allocations of the
 //! same size. Smaller allocations go straight to the system allocator. (Transparent huge pages
 //! were tried and dropped: with `defrag=madvise` the first touch of a fresh block stalled in
 //! compaction for longer than the page faults it saved.) A binary opts in with
@@ -35,7 +35,7 @@ impl PoolAllocator {
             return b;
         }
         // Reading the environment allocates: that is fine, the request is below MIN_POOLED.
-        let b = std::env::var("CROSSDEV_POOL_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 30);
+        let b = std::env::var("CROSSDEV_POOL_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 30);
         self.budget.store(b, Ordering::Relaxed);
         b
     }
