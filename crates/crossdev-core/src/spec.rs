@@ -69,12 +69,13 @@ fn tuple(items: &[serde_json::Value], repr: &str) -> Result<AllReduceSpec> {
     }
 }
 
+fn unsupported<T>(alg: &str) -> Result<T> {
+    fail(ErrorCode::InvalidArgument, format!("unsupported all_reduce alg: {alg:?}; expected one of {}", ALGORITHMS.join(", ")))
+}
+
 fn checked(spec: AllReduceSpec) -> Result<AllReduceSpec> {
     if !ALGORITHMS.contains(&spec.alg.as_str()) {
-        return fail(
-            ErrorCode::InvalidArgument,
-            format!("unsupported all_reduce alg: {:?}; expected one of {}", spec.alg, ALGORITHMS.join(", ")),
-        );
+        return unsupported(&spec.alg);
     }
     Ok(spec)
 }
@@ -158,7 +159,7 @@ pub fn sum_grad_plan(devices: &[String], elements: usize, dtype: DType, alg: &st
             let g = gather(&mut b, aux)?;
             shuffle(&mut b, &srcs, &g, 0, true)?
         }
-        other => return checked(AllReduceSpec { alg: other.into(), shards: 1, limit: -1 }).map(|_| unreachable!("every listed algorithm is handled")),
+        other => return unsupported(other),
     };
     b.finish(placed.outputs)
 }
