@@ -64,9 +64,19 @@ if ! { [ -x "$WB" ] && "$WB" --version | grep -q " $WB_VERSION\$"; }; then
   fi
 fi
 
+# 5. NVRTC (pip wheel, project-local) so that the CUDA kernels are compile-checked without a GPU.
+#    Pinned to CUDA 13.0: PTX from a newer NVRTC is refused by the 13.0 driver of the GPU machines.
+NVRTC_VERSION=13.0.88
+if [ ! -f "$TOOLS/python/nvidia/cu13/lib/libnvrtc.so.13" ]; then
+  log "installing NVRTC $NVRTC_VERSION (pip wheel nvidia-cuda-nvrtc) into .tools/python"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$TOOLS/python" \
+    "nvidia-cuda-nvrtc==$NVRTC_VERSION" 2>&1 | grep -v "Running pip as the 'root' user" || true
+  [ -f "$TOOLS/python/nvidia/cu13/lib/libnvrtc.so.13" ] || { log "NVRTC install failed"; exit 1; }
+fi
+
 SOURCES=(crates/crossdev-core crates/crossdev-node crates/crossdev-wasm Cargo.toml)
 
-# 5. The native addon.
+# 6. The native addon.
 NODE_FILE=native/crossdev.linux-x64-gnu.node
 if stale "$NODE_FILE" "${SOURCES[@]}"; then
   log "building the native addon (napi build --release --platform)"
@@ -74,7 +84,7 @@ if stale "$NODE_FILE" "${SOURCES[@]}"; then
     --package-json-path package.json --output-dir native --no-js --dts napi.d.ts
 fi
 
-# 6. The WebAssembly module (SIMD128), bound with wasm-bindgen and optimised with wasm-opt.
+# 7. The WebAssembly module (SIMD128), bound with wasm-bindgen and optimised with wasm-opt.
 WASM_OUT=wasm/crossdev_wasm_bg.wasm
 if stale "$WASM_OUT" "${SOURCES[@]}"; then
   log "building the WebAssembly module"
@@ -88,7 +98,7 @@ if stale "$WASM_OUT" "${SOURCES[@]}"; then
   echo '{ "type": "commonjs" }' > wasm/package.json
 fi
 
-# 7. The TypeScript build (ESM + CJS + .d.ts, and the CLI).
+# 8. The TypeScript build (ESM + CJS + .d.ts, and the CLI).
 if stale dist/index.js ts tsup.config.ts package.json; then
   log "building the TypeScript facade (tsup)"
   npx tsup --silent

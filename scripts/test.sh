@@ -9,8 +9,10 @@ passed=0
 failed=0
 status=0
 
-echo "== cargo test (crossdev-core)"
-cargo test --release -p crossdev-core 2>&1 | tee "$LOG/cargo.txt"
+echo "== cargo test (crossdev-core, crossdev-cuda)"
+# NVRTC from the project-local wheel, for the kernel compile test (no GPU needed).
+export LD_LIBRARY_PATH="$PWD/.tools/python/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cargo test --release -p crossdev-core -p crossdev-cuda 2>&1 | tee "$LOG/cargo.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$LOG/cargo.txt")
 passed=$((passed + p)); failed=$((failed + f))

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     InvalidTensor,
     /// An option out of its allowed range (e.g. an unknown accumulation function).
     InvalidArgument,
+    /// A CUDA library (driver, NVRTC, NCCL) or a GPU is missing.
+    NoCuda,
+    /// A CUDA call failed (the message names it and CUDA's error).
+    Cuda,
     /// Malformed request between the bindings and the core (a bug in a binding).
     Protocol,
     /// An internal failure (a panic caught at the boundary). Always a bug: please report it.
@@ -54,6 +58,8 @@ impl ErrorCode {
             ErrorCode::DeviceNotFound => "ERR_DEVICE_NOT_FOUND",
             ErrorCode::InvalidTensor => "ERR_INVALID_TENSOR",
             ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
+            ErrorCode::NoCuda => "ERR_NO_CUDA",
+            ErrorCode::Cuda => "ERR_CUDA",
             ErrorCode::Protocol => "ERR_PROTOCOL",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
