@@ -5,5 +5,6 @@
 //! `CrossDeviceError` with code `ERR_NO_CUDA` ([`probe`]) instead of cudarc's panic. The kernels
 //! are CUDA C ([`kernels`]), compiled by NVRTC for the GPU at hand.
 
+pub mod executor;
 pub mod kernels;
 pub mod probe;
