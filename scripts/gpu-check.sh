@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# crossdev's GPU check: one command on a GPU machine (x86-64, CUDA 13 driver, no internet,
+# PyTorch in its python3, Node.js possibly absent). Runs the GPU tests (every algorithm's plan on
+# the GPU against the host executor, every kernel × dtype × op) and the GPU benchmark (the N-way
+# reduce kernel against a device-to-device copy and against PyTorch's torch.stack(xs).sum(0), in
+# the same run), then writes benches/results/gpu-<date>.json and prints a short table.
+#
+# Before (on a machine with Rust, no GPU needed):
+#     bash scripts/gpu-check.sh --prepare
+#   builds the test and benchmark binaries into target/gpu-check/ (and NVRTC is in .tools/python
+#   after scripts/setup.sh). Bring along: target/gpu-check and .tools/python.
+# On the GPU machine, from the repository root:
+#     bash scripts/gpu-check.sh
+# Takes about a minute; nothing is compiled there except the kernels (by NVRTC, at run time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=target/gpu-check
+
+if [ "${1:-}" = "--prepare" ]; then
+  mkdir -p "$OUT"
+  cargo build --release -p crossdev-cuda --bin gpu-bench
+  cp target/release/gpu-bench "$OUT/"
+  # The test binaries of crossdev-cuda (names carry a hash): ask cargo where it put them.
+  cargo test --release -p crossdev-cuda --no-run --message-format=json \
+    | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["name"], m["executable"])' \
+    | while read -r name exe; do cp "$exe" "$OUT/test-$name"; done
+  ls -la "$OUT"
+  exit 0
+fi
+
+[ -x "$OUT/gpu-bench" ] || { echo "gpu-check: run 'bash scripts/gpu-check.sh --prepare' first (on a machine with Rust) and bring $OUT along" >&2; exit 2; }
+export LD_LIBRARY_PATH="$PWD/.tools/python/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+status=0
+for t in "$OUT"/test-*; do
+  echo "== $(basename "$t")"
+  "$t" --test-threads=1 || status=1
+done
+
+echo "== gpu-bench (256 MiB × 8 inputs)"
+ours=$("$OUT/gpu-bench" 256 8) || status=1
+echo "$ours"
+echo "== PyTorch torch.stack(xs).sum(0)"
+torch=$(python3 benches/gpu/torch_stack_sum.py 256 8 2>/dev/null) || torch='{"skipped": "PyTorch with CUDA not available in python3"}'
+echo "$torch"
+
+mkdir -p benches/results
+file="benches/results/gpu-$(date -u +%Y-%m-%d).json"
+python3 - "$file" "$ours" "$torch" "$status" <<'PY'
+import json, sys
+file, ours, torch, status = sys.argv[1], json.loads(sys.argv[2] or "{}"), json.loads(sys.argv[3]), int(sys.argv[4])
+report = {"crossdev": ours, "pytorch": torch, "tests_passed": status == 0}
+if "reduce_ms" in ours and "stack_sum_ms" in torch:
+    report["speedup_over_torch_stack_sum"] = round(torch["stack_sum_ms"] / ours["reduce_ms"], 2)
+json.dump(report, open(file, "w"), indent=2)
+print(f"\n| GPU | reduce (GB/s) | d2d copy (GB/s) | reduce/copy | torch stack+sum (ms) | crossdev (ms) | speedup |")
+print(f"| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"| {ours.get('gpu')} | {ours.get('reduce_gbs')} | {ours.get('copy_gbs')} | {ours.get('reduce_over_copy')} | {torch.get('stack_sum_ms', '-')} | {ours.get('reduce_ms')} | {report.get('speedup_over_torch_stack_sum', '-')} |")
+print(f"\nwritten: {file}")
+PY
+exit $status
