@@ -3,7 +3,7 @@
 /// Copies `src` into `dst` (equal lengths).
 pub fn copy<T: Copy + Send + Sync>(src: &[T], dst: &mut [T]) {
     #[cfg(feature = "parallel")]
-    if src.len() >= 2 * super::PAR_CHUNK {
+    if src.len() >= 2 * super::PAR_CHUNK && super::outermost() {
         use rayon::prelude::*;
         dst.par_chunks_mut(super::PAR_CHUNK)
             .zip(src.par_chunks(super::PAR_CHUNK))

@@ -8,6 +8,14 @@ pub mod reduce_n;
 #[cfg(feature = "parallel")]
 pub(crate) const PAR_CHUNK: usize = 1 << 16;
 
+/// Whether a kernel runs outside the thread pool, and so should spread itself over it. Inside
+/// the pool (a plan's stage already runs its steps in parallel) kernels run on their thread:
+/// nested splitting would only add scheduling and cost locality.
+#[cfg(feature = "parallel")]
+pub(crate) fn outermost() -> bool {
+    rayon::current_thread_index().is_none()
+}
+
 /// A vector of `len` elements that the caller will write in full before reading any: allocated
 /// without a zero-fill, which would be a pass over memory as costly as the write itself.
 pub(crate) fn output_vec<T: bytemuck::Pod>(len: usize) -> Vec<T> {

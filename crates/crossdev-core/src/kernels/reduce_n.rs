@@ -79,7 +79,7 @@ pub fn reduce_n_into<T: Element>(op: ReduceOp, inputs: &[&[T]], divide_by: Optio
         "reduce_n buffers differ in length"
     );
     #[cfg(feature = "parallel")]
-    if len >= 2 * super::PAR_CHUNK {
+    if len >= 2 * super::PAR_CHUNK && super::outermost() {
         use rayon::prelude::*;
         // Chunk i of every output, together.
         let mut chunks: Vec<Vec<&mut [T]>> = (0..len.div_ceil(super::PAR_CHUNK)).map(|_| Vec::with_capacity(outs.len())).collect();

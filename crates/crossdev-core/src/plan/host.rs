@@ -16,6 +16,11 @@ use crate::tensor::{Buffer, Scalar};
 #[cfg(feature = "parallel")]
 const PARALLEL_STAGE: usize = 1 << 16;
 
+/// Elements per column block of a column-separable plan: a block of every buffer of an
+/// 8-device plan stays within a core's L2 cache through all the stages.
+#[cfg(feature = "parallel")]
+const COLUMN_BLOCK: usize = 1 << 14;
+
 /// Base addresses and lengths of a plan's buffers. Sound to share across threads because
 /// [`Plan::validate`] guarantees that the steps of a stage write disjoint chunks that no other
 /// step of the stage reads, and inputs are never written.
@@ -58,25 +63,39 @@ fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer])
     bufs.extend(scratch.iter_mut().map(|v| (v.as_mut_ptr(), v.len())));
     let memory = Memory { bufs };
     let divide_by = (op == ReduceOp::Mean).then_some(plan.inputs);
-    let run_step = |step: &Step| unsafe {
-        // SAFETY: the plan was validated (see `Memory`).
+    // Runs `step` restricted to the element columns [from, to) of its destination (for column
+    // blocks), or whole.
+    let run_step = |step: &Step, (from, to): (usize, usize)| unsafe {
+        // SAFETY: the plan was validated (see `Memory`); a column block only narrows chunks.
+        let w = step.writes();
+        let (lo, hi) = (w.offset.max(from), (w.offset + w.len).min(to));
+        if lo >= hi {
+            return;
+        }
+        let narrow = |c: &Chunk| Chunk { buf: c.buf, offset: c.offset + (lo - w.offset), len: hi - lo };
         match step {
-            Step::Copy { src, dst } => copy(memory.read(src), memory.write(dst)),
+            Step::Copy { src, dst } => copy(memory.read(&narrow(src)), memory.write(&narrow(dst))),
             Step::Reduce { srcs, dst, last } => {
-                let xs: Vec<&[T]> = srcs.iter().map(|c| memory.read(c)).collect();
-                reduce_n(op.combiner(), &xs, if *last { divide_by } else { None }, memory.write(dst));
+                let xs: Vec<&[T]> = srcs.iter().map(|c| memory.read(&narrow(c))).collect();
+                reduce_n(op.combiner(), &xs, if *last { divide_by } else { None }, memory.write(&narrow(dst)));
             }
         }
     };
-    for stage in &plan.stages {
-        #[cfg(feature = "parallel")]
-        if stage.len() > 1 && stage.iter().map(|s| s.writes().len).sum::<usize>() >= PARALLEL_STAGE {
-            use rayon::prelude::*;
-            stage.par_iter().for_each(run_step);
-            continue;
-        }
-        stage.iter().for_each(run_step);
+    let whole = (0, usize::MAX);
+    #[cfg(feature = "parallel")]
+    if plan.elements >= 2 * COLUMN_BLOCK && column_separable(plan) {
+        // Every block of columns is an independent copy of the plan: run blocks in parallel,
+        // each through all stages while its data sits in cache.
+        use rayon::prelude::*;
+        (0..plan.elements.div_ceil(COLUMN_BLOCK)).into_par_iter().for_each(|k| {
+            let block = (k * COLUMN_BLOCK, ((k + 1) * COLUMN_BLOCK).min(plan.elements));
+            plan.stages.iter().flatten().for_each(|step| run_step(step, block));
+        });
+    } else {
+        run_stages(plan, &|step| run_step(step, whole));
     }
+    #[cfg(not(feature = "parallel"))]
+    run_stages(plan, &|step| run_step(step, whole));
     drop(memory);
     plan.outputs
         .iter()
@@ -86,6 +105,31 @@ fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer])
             out
         })
         .collect()
+}
+
+/// Runs the stages in order, the steps of a large stage in parallel.
+fn run_stages(plan: &Plan, run_step: &(dyn Fn(&Step) + Sync)) {
+    for stage in &plan.stages {
+        #[cfg(feature = "parallel")]
+        if stage.len() > 1 && stage.iter().map(|s| s.writes().len).sum::<usize>() >= PARALLEL_STAGE {
+            use rayon::prelude::*;
+            stage.par_iter().for_each(run_step);
+            continue;
+        }
+        stage.iter().for_each(run_step);
+    }
+}
+
+/// Whether every step reads and writes the same element columns (the chunks of a step all
+/// start at the same offset and have the same length). Then element `i` of every buffer depends
+/// only on elements `i` of other buffers, and a plan can run one block of columns at a time with
+/// bit-identical results. Ring, recursive halving-doubling, hierarchical copy, reduce-to-one
+/// and the NCCL-first two-level plans are; shuffle (shards gathered at offset 0) is not.
+fn column_separable(plan: &Plan) -> bool {
+    plan.stages.iter().flatten().all(|step| {
+        let w = step.writes();
+        step.reads().iter().all(|r| r.offset == w.offset && r.len == w.len)
+    })
 }
 
 /// Runs `plan` with `op` over `inputs` (one per plan input, all of the plan's dtype and
