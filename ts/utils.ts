@@ -4,7 +4,7 @@
  */
 import { call } from './backend.js';
 import { Plan } from './plan.js';
-import type { DType } from './tensor.js';
+import { Tensor, typedView, type DType } from './tensor.js';
 
 export { packSmallTensors, splitGradsBySize, unpackSmallTensors } from './pack.js';
 
@@ -138,4 +138,29 @@ export class CollectiveKeys {
     }
     return this.#nextInstance++;
   }
+}
+
+function parts(call_: string, body: object, tensors: readonly Tensor[]): { tensors: Tensor[]; padLen: number } {
+  const reply = call().execute(JSON.stringify({ call: call_, ...body }), tensors.map((t) => t.data));
+  const p = reply.meta.parts;
+  const device = tensors[0]?.device;
+  return { tensors: p.tensors.map((w: any) => new Tensor(typedView(w.dtype, reply.buffers[w.buf]), w.shape, w.dtype, device)), padLen: p.padLen };
+}
+
+const wire = (t: Tensor, buf: number) => ({ buf, dtype: t.dtype, shape: t.shape });
+
+/** `_padded_split`: a 1-D tensor in `pieces` equal parts, zero-padded at the end when needed. */
+export function paddedSplit(tensor: Tensor, pieces: number): { parts: Tensor[]; padLen: number } {
+  const r = parts('paddedSplit', { tensor: wire(tensor, 0), pieces }, [tensor]);
+  return { parts: r.tensors, padLen: r.padLen };
+}
+
+/** `_ragged_split`: a 1-D tensor in `pieces` parts, the remainder in the last. */
+export function raggedSplit(tensor: Tensor, pieces: number): Tensor[] {
+  return parts('raggedSplit', { tensor: wire(tensor, 0), pieces }, [tensor]).tensors;
+}
+
+/** `_strip_padding`: each 1-D tensor without its last `padLen` elements. */
+export function stripPadding(tensors: readonly Tensor[], padLen: number): Tensor[] {
+  return parts('stripPadding', { tensors: tensors.map(wire), padLen }, tensors).tensors;
 }

@@ -14,6 +14,7 @@ use crate::algo::recursive_hd::build_recursive_hd_all_reduce;
 use crate::algo::reduce_to_one::build_reduce_to_one;
 use crate::algo::ring::{build_ring_all_reduce, ring_permutations};
 use crate::algo::shuffle::build_shuffle_all_reduce;
+use crate::algo::split::{padded_split, ragged_split_tensor, strip_padding};
 use crate::algo::two_level::{build_two_level, FirstLevel, UpperLevel};
 use crate::ops::collective::group_key_id;
 use crate::ops::{CollectiveAllReduce, MultiWorkerAllReduce};
@@ -52,6 +53,9 @@ enum Request {
     ParseSpec { spec: serde_json::Value },
     SplitGradsBySize { threshold: usize, element_counts: Vec<Vec<usize>> },
     GroupBySize { sizes: Vec<usize>, bytes_per_pack: usize },
+    PaddedSplit { tensor: TensorW, pieces: usize },
+    RaggedSplit { tensor: TensorW, pieces: usize },
+    StripPadding { tensors: Vec<TensorW>, pad_len: usize },
     Pack { packer: PackerW, grads: Vec<Vec<TensorW>> },
     Unpack { packer: PackerW, grads: Vec<Vec<TensorW>>, info: serde_json::Value },
     ToNumbers { tensor: TensorW },
@@ -274,7 +278,7 @@ enum ChoiceOut {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 enum ResponseW {
     Results(Vec<Vec<(String, ValueOut)>>),
     Plan(Box<PlanOut>),
@@ -286,6 +290,7 @@ enum ResponseW {
     Specs(Vec<(String, usize, i64)>),
     Split { small: Vec<(usize, Vec<usize>)>, large: Vec<(usize, Vec<usize>)> },
     Packs(Vec<Vec<usize>>),
+    Parts { tensors: Vec<TensorOut>, pad_len: usize },
     Packed { grads: Vec<Vec<TensorOut>>, info: serde_json::Value },
     Value(ValueOut),
     Device(String),
@@ -544,6 +549,18 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
         Request::ParseSpec { spec } => ResponseW::Specs(
             parse_spec(&RawSpec::from_json(&spec))?.into_iter().map(|s| (s.alg, s.shards, s.limit)).collect(),
         ),
+        Request::PaddedSplit { tensor, pieces } => {
+            let (parts, pad_len) = padded_split(&dec.tensor(&tensor)?, pieces)?;
+            ResponseW::Parts { tensors: parts.into_iter().map(|t| enc.tensor(t)).collect(), pad_len }
+        }
+        Request::RaggedSplit { tensor, pieces } => ResponseW::Parts {
+            tensors: ragged_split_tensor(&dec.tensor(&tensor)?, pieces)?.into_iter().map(|t| enc.tensor(t)).collect(),
+            pad_len: 0,
+        },
+        Request::StripPadding { tensors, pad_len } => {
+            let tensors = tensors.iter().map(|t| dec.tensor(t)).collect::<Result<Vec<_>>>()?;
+            ResponseW::Parts { tensors: strip_padding(&tensors, pad_len)?.into_iter().map(|t| enc.tensor(t)).collect(), pad_len: 0 }
+        }
         Request::GroupBySize { sizes, bytes_per_pack } => ResponseW::Packs(group_by_size(&sizes, bytes_per_pack)),
         Request::SplitGradsBySize { threshold, element_counts } => {
             let (small, large) = split_grads_by_size(threshold, &element_counts);

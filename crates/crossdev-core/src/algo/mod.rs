@@ -8,6 +8,7 @@ pub mod recursive_hd;
 pub mod reduce_to_one;
 pub mod ring;
 pub mod shuffle;
+pub mod split;
 pub mod two_level;
 
 use crate::device::canonicalize;
