@@ -4,19 +4,9 @@
  * Promise and Sync forms), batchReduce over every ordered pair of destinations, and broadcast.
  */
 import test from 'ava';
-import {
-  CrossDeviceOps,
-  Mirrored,
-  PerDevice,
-  ReduceOp,
-  ReductionToOneDevice,
-  ReductionToOneDeviceCrossTowerOps,
-  tensor,
-  type Destinations,
-} from '../ts/index.js';
+import { CrossDeviceOps, ReduceOp, ReductionToOneDevice, ReductionToOneDeviceCrossTowerOps, tensor } from '../ts/index.js';
 import { assertMirroredDense, B, canonAll, cpu } from './helpers.js';
-
-const CPU_DEVICE = '/device:CPU:0';
+import { CPU_DEVICE, perDevice, reductionAndBroadcastTests, SHAPES } from './matrix.js';
 
 const OPS: [string, () => CrossDeviceOps][] = [
   ['ReductionToOneDevice()', () => new ReductionToOneDevice()],
@@ -26,96 +16,8 @@ const OPS: [string, () => CrossDeviceOps][] = [
 
 const DEVICE_LISTS: string[][] = [['/cpu:0'], ['/cpu:0', '/cpu:1'], ['/cpu:0', '/cpu:1', '/cpu:2', '/cpu:3']];
 
-/** Scalars float(d) (TF's test), or the vector d·[1, 2, 3]: both exact in float32. */
-const SHAPES: { name: string; shape: number[]; of: (x: number) => number[] }[] = [
-  { name: 'scalar', shape: [], of: (x) => [x] },
-  { name: 'vector[3]', shape: [3], of: (x) => [x, 2 * x, 3 * x] },
-];
-
-interface Dest {
-  name: string;
-  make: (devices: string[], pd: PerDevice) => Destinations;
-  /** Canonical devices the result must be on. */
-  expect: (devices: string[]) => string[];
-}
-
-const DESTINATIONS: Dest[] = [
-  { name: 'the PerDevice value', make: (_ds, pd) => pd, expect: (ds) => canonAll(ds) },
-  { name: 'Mirrored on the devices', make: (ds) => new Mirrored(ds.map((d) => [d, tensor(1, undefined, { device: d })] as const)), expect: (ds) => canonAll(ds) },
-  { name: "Mirrored on '/device:CPU:0'", make: () => new Mirrored({ [CPU_DEVICE]: tensor(1) }), expect: () => [cpu(0)] },
-  { name: "the string '/device:CPU:0'", make: () => CPU_DEVICE, expect: () => [cpu(0)] },
-  { name: 'the array of devices', make: (ds) => [...ds], expect: (ds) => canonAll(ds) },
-];
-
-function perDevice(devices: string[], shape: (typeof SHAPES)[number], value: (d: number) => number): PerDevice {
-  return new PerDevice(devices.map((dev, d) => [dev, tensor(shape.of(value(d)), shape.shape, { device: dev })] as const));
-}
-
-for (const [opsName, makeOps] of OPS) {
-  for (const devices of DEVICE_LISTS) {
-    const n = devices.length;
-    const mean = (n - 1) / 2;
-    const expected = { MEAN: [mean, mean + 1], SUM: [mean * n, (mean + 1) * n] };
-    for (const shape of SHAPES) {
-      const where = `${opsName}, ${n} device(s), ${shape.name}`;
-
-      for (const dest of DESTINATIONS) {
-        test(`[${B}] reduce MEAN/SUM to ${dest.name}: ${where}`, async (t) => {
-          const ops = makeOps();
-          const pd = perDevice(devices, shape, (d) => d);
-          const pd2 = perDevice(devices, shape, (d) => d + 1);
-          const destinations = dest.make(devices, pd);
-          const want = dest.expect(devices);
-          for (const op of [ReduceOp.MEAN, ReduceOp.SUM] as const) {
-            for (const [i, value] of [pd, pd2].entries()) {
-              const data = shape.of(expected[op][i]);
-              const spec = { dtype: 'float32', shape: shape.shape, data };
-              assertMirroredDense(t, await ops.reduce(op, value, destinations), want, spec);
-              assertMirroredDense(t, ops.reduceSync(op, value, destinations), want, spec);
-            }
-          }
-        });
-      }
-
-      test(`[${B}] batchReduce over every ordered pair of destinations: ${where}`, async (t) => {
-        const ops = makeOps();
-        const pd = perDevice(devices, shape, (d) => d);
-        const pd2 = perDevice(devices, shape, (d) => d + 1);
-        let pairsChecked = 0;
-        for (const d1 of DESTINATIONS) {
-          for (const d2 of DESTINATIONS) {
-            for (const op of [ReduceOp.MEAN, ReduceOp.SUM] as const) {
-              const pairs = [
-                [pd, d1.make(devices, pd)],
-                [pd2, d2.make(devices, pd)],
-              ] as const;
-              const e1 = { dtype: 'float32', shape: shape.shape, data: shape.of(expected[op][0]) };
-              const e2 = { dtype: 'float32', shape: shape.shape, data: shape.of(expected[op][1]) };
-              for (const results of [await ops.batchReduce(op, pairs), ops.batchReduceSync(op, pairs)]) {
-                t.is(results.length, 2);
-                assertMirroredDense(t, results[0], d1.expect(devices), e1);
-                assertMirroredDense(t, results[1], d2.expect(devices), e2);
-              }
-              pairsChecked++;
-            }
-          }
-        }
-        t.is(pairsChecked, DESTINATIONS.length * DESTINATIONS.length * 2);
-      });
-    }
-
-    test(`[${B}] broadcast(1.0, d) to every destination: ${opsName}, ${n} device(s)`, async (t) => {
-      const ops = makeOps();
-      const pd = perDevice(devices, SHAPES[0], (d) => d);
-      for (const dest of DESTINATIONS) {
-        const destinations = dest.make(devices, pd);
-        const spec = { dtype: 'float32', shape: [], data: [1] };
-        assertMirroredDense(t, await ops.broadcast(1.0, destinations), dest.expect(devices), spec);
-        assertMirroredDense(t, ops.broadcastSync(1.0, destinations), dest.expect(devices), spec);
-        assertMirroredDense(t, ops.broadcastSync(tensor(1.0), destinations), dest.expect(devices), spec);
-      }
-    });
-  }
+for (const [name, makeOps] of OPS) {
+  for (const devices of DEVICE_LISTS) reductionAndBroadcastTests(name, makeOps, devices, SHAPES);
 }
 
 test(`[${B}] batchReduce of no pairs gives no results`, async (t) => {
