@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # crossdev's GPU check: one command on a GPU machine (x86-64, CUDA 13 driver, no internet,
 # PyTorch in its python3, Node.js possibly absent). Runs the GPU tests (every algorithm's plan on
-# the GPU against the host executor, every kernel × dtype × op) and the GPU benchmark (the N-way
-# reduce kernel against a device-to-device copy and against PyTorch's torch.stack(xs).sum(0), in
-# the same run), then writes benches/results/gpu-<date>.json and prints a short table.
+# the GPU against the host executor, every kernel × dtype × op, NCCL over this machine's GPUs)
+# and the GPU benchmark (the N-way reduce kernel against a device-to-device copy and against
+# PyTorch's torch.stack(xs).sum(0), in the same run), then writes
+# benches/results/gpu-<date>.json and prints a short table.
 #
 # Before (on a machine with Rust, no GPU needed):
 #     bash scripts/gpu-check.sh --prepare
@@ -34,6 +35,15 @@ fi
 
 [ -x "$OUT/gpu-bench" ] || { echo "gpu-check: run 'bash scripts/gpu-check.sh --prepare' first (on a machine with Rust) and bring $OUT along" >&2; exit 2; }
 export LD_LIBRARY_PATH="$PWD/.tools/python/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# NCCL from PyTorch's pip dependency (nvidia-nccl-cu13): it ships only libnccl.so.2, a name
+# cudarc does not try, so link it as libnccl.so.
+NCCL_DIR=$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null || true)
+if [ -n "$NCCL_DIR" ] && [ -f "$NCCL_DIR/libnccl.so.2" ]; then
+  mkdir -p "$OUT/lib" && ln -sf "$NCCL_DIR/libnccl.so.2" "$OUT/lib/libnccl.so"
+  export LD_LIBRARY_PATH="$PWD/$OUT/lib:$NCCL_DIR:$LD_LIBRARY_PATH"
+else
+  echo "gpu-check: no pip NCCL found (python3 -c 'import nvidia.nccl'): the NCCL test will say skipped"
+fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
 status=0

@@ -7,4 +7,5 @@
 
 pub mod executor;
 pub mod kernels;
+pub mod nccl;
 pub mod probe;

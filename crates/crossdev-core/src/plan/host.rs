@@ -125,6 +125,7 @@ fn run_stages(plan: &Plan, run_step: &(dyn Fn(&Step) + Sync)) {
 /// only on elements `i` of other buffers, and a plan can run one block of columns at a time with
 /// bit-identical results. Ring, recursive halving-doubling, hierarchical copy, reduce-to-one
 /// and the NCCL-first two-level plans are; shuffle (shards gathered at offset 0) is not.
+#[cfg(feature = "parallel")]
 fn column_separable(plan: &Plan) -> bool {
     plan.stages.iter().flatten().all(|step| {
         let w = step.writes();
