@@ -8,8 +8,9 @@
 #
 # Before (on a machine with Rust, no GPU needed):
 #     bash scripts/gpu-check.sh --prepare
-#   builds the test and benchmark binaries into target/gpu-check/ (and NVRTC is in .tools/python
-#   after scripts/setup.sh). Bring along: target/gpu-check and .tools/python.
+#   builds the test and benchmark binaries into target/gpu-check/ (a few MB). Bring along
+#   target/gpu-check. NVRTC comes from the GPU machine's python (PyTorch's nvidia-cuda-nvrtc
+#   dependency), else from .tools/python (scripts/setup.sh installs it; about 100 MB).
 # On the GPU machine, from the repository root:
 #     bash scripts/gpu-check.sh
 # Takes about a minute; nothing is compiled there except the kernels (by NVRTC, at run time).
@@ -34,7 +35,15 @@ for line in sys.stdin:
 fi
 
 [ -x "$OUT/gpu-bench" ] || { echo "gpu-check: run 'bash scripts/gpu-check.sh --prepare' first (on a machine with Rust) and bring $OUT along" >&2; exit 2; }
-export LD_LIBRARY_PATH="$PWD/.tools/python/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+NVRTC_DIR="$PWD/.tools/python/nvidia/cu13/lib"
+if [ ! -f "$NVRTC_DIR/libnvrtc.so.13" ]; then
+  NVRTC_DIR=$(python3 -c 'import os, nvidia
+for p in nvidia.__path__:
+    d = os.path.join(p, "cu13", "lib")
+    if os.path.exists(os.path.join(d, "libnvrtc.so.13")): print(d)' 2>/dev/null | head -n 1)
+fi
+[ -n "$NVRTC_DIR" ] || echo "gpu-check: NVRTC (libnvrtc.so.13) not found in python3 or .tools/python: kernels cannot be compiled"
+export LD_LIBRARY_PATH="$NVRTC_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # NCCL from PyTorch's pip dependency (nvidia-nccl-cu13): it ships only libnccl.so.2, a name
 # cudarc does not try, so link it as libnccl.so.
 NCCL_DIR=$(python3 -c 'import os, nvidia.nccl as n; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null || true)
