@@ -25,7 +25,7 @@ export {
   type ReduceInput,
   type ReductionToOneDeviceOptions,
 } from './ops.js';
-export { DEFAULT_DEVICE, IndexedSlices, Tensor, tensor, type DType, type TensorLike, type TensorOptions, type TypedArray } from './tensor.js';
+export { DEFAULT_DEVICE, IndexedSlices, isTfjsTensor, Tensor, tensor, type DType, type TensorLike, type TensorOptions, type TfjsModule, type TfjsTensor, type TypedArray } from './tensor.js';
 export { DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceEntries, type DeviceValue } from './values.js';
 export { Plan, type BytesMoved, type PlanChunk, type PlanStep } from './plan.js';
 export * as utils from './utils.js';

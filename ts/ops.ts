@@ -4,7 +4,7 @@
  */
 import { call, type Reply } from './backend.js';
 import { CrossDeviceError } from './errors.js';
-import { encodeSlices, IndexedSlices, Tensor, tensor, typedView, type TensorLike } from './tensor.js';
+import { encodeSlices, IndexedSlices, isTfjsTensor, Tensor, tensor, typedView, type TensorLike, type TfjsTensor } from './tensor.js';
 import { CANONICAL, DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceValue } from './values.js';
 
 /** How values from several devices combine. MEAN divides the sum by the number of contributions. */
@@ -24,8 +24,8 @@ export type ReduceOp = (typeof ReduceOp)[keyof typeof ReduceOp];
  */
 export type Destinations = DistributedValues | string | readonly string[] | { readonly device: string };
 
-/** A reduce input: a `PerDevice` value, or one tensor/slices on its device. */
-export type ReduceInput = PerDevice | Tensor | IndexedSlices;
+/** A reduce input: a `PerDevice` value, or one tensor/slices on its device (a TensorFlow.js tensor is on /cpu:0). */
+export type ReduceInput = PerDevice | Tensor | IndexedSlices | TfjsTensor;
 
 /** Collects the TypedArrays a request refers to and describes arguments in the wire format. */
 export class Encoder {
@@ -44,6 +44,7 @@ export class Encoder {
       return encodeSlices(v, first);
     }
     if (v instanceof MapOutput) return { many: v.values.map((x) => this.value(x)) };
+    if (isTfjsTensor(v)) return this.value(tensor(v));
     throw new CrossDeviceError('ERR_INVALID_INPUT', `A device's value must be a Tensor, IndexedSlices or MapOutput, got ${describe(v)}`);
   }
 
@@ -51,6 +52,7 @@ export class Encoder {
     if (x instanceof DistributedValues) return { perDevice: [...x.entries()].map(([d, v]) => [d, this.value(v)]) };
     if (Array.isArray(x)) return { sequence: describe(x) };
     if (x instanceof Tensor || x instanceof IndexedSlices) return { located: { device: x.device, value: this.value(x) } };
+    if (isTfjsTensor(x)) return this.input(tensor(x));
     return { other: describe(x) };
   }
 

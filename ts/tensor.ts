@@ -31,8 +31,29 @@ export interface TensorOptions {
   device?: string;
 }
 
+/**
+ * A TensorFlow.js tensor, as far as crossdev needs one (crossdev does not depend on the
+ * package): float32 and int32 tensors are accepted wherever a tensor is.
+ */
+export interface TfjsTensor {
+  readonly shape: number[];
+  readonly dtype: string;
+  dataSync(): ArrayBufferView;
+}
+
+/** Whether `x` looks like a TensorFlow.js tensor. */
+export function isTfjsTensor(x: unknown): x is TfjsTensor {
+  const t = x as TfjsTensor;
+  return typeof x === 'object' && x !== null && typeof t.dataSync === 'function' && Array.isArray(t.shape) && typeof t.dtype === 'string';
+}
+
+/** The TensorFlow.js functions {@link Tensor.toTfjs} uses (pass the `@tensorflow/tfjs` module). */
+export interface TfjsModule<T> {
+  tensor(values: TypedArray, shape: number[], dtype: 'float32' | 'int32'): T;
+}
+
 /** Data a tensor can be made from. */
-export type TensorLike = TypedArray | number | bigint | readonly (number | bigint)[] | readonly unknown[];
+export type TensorLike = TypedArray | TfjsTensor | number | bigint | readonly (number | bigint)[] | readonly unknown[];
 
 /** Views the bytes of `bytes` as the TypedArray of `dtype` (no copy). */
 export function typedView(dtype: DType, bytes: ArrayBufferView): TypedArray {
@@ -135,6 +156,17 @@ export class Tensor {
     return Array.from(this.data as ArrayLike<number | bigint>) as number[] | bigint[];
   }
 
+  /**
+   * This tensor as a TensorFlow.js tensor, over the same memory where TensorFlow.js's backend
+   * allows (its CPU backend does). Pass the module: `t.toTfjs(tf)`. float32 and int32 only.
+   */
+  toTfjs<T>(tf: TfjsModule<T>): T {
+    if (this.dtype !== 'float32' && this.dtype !== 'int32') {
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `TensorFlow.js has no ${this.dtype} tensors; it takes float32 and int32 ones`);
+    }
+    return tf.tensor(this.data, [...this.shape], this.dtype);
+  }
+
   /** A short description: dtype, shape and device. */
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
@@ -148,6 +180,13 @@ export class Tensor {
  * for a number).
  */
 export function tensor(data: TensorLike, shape?: readonly number[], options: TensorOptions = {}): Tensor {
+  if (isTfjsTensor(data)) {
+    // TensorFlow.js's CPU backend hands out its own storage: no copy.
+    if (data.dtype !== 'float32' && data.dtype !== 'int32') {
+      throw new CrossDeviceError('ERR_INVALID_TENSOR', `TensorFlow.js tensors of dtype ${data.dtype} cannot be reduced; crossdev takes float32 and int32 ones`);
+    }
+    return tensor(data.dataSync() as TypedArray, shape ?? data.shape, { ...options, dtype: data.dtype });
+  }
   const inferred = inferDType(data);
   let dtype = options.dtype ?? inferred;
   let typed: TypedArray;

@@ -6,7 +6,7 @@
 import { call } from './backend.js';
 import { canonicalizeDevice } from './device.js';
 import { CrossDeviceError } from './errors.js';
-import type { IndexedSlices, Tensor } from './tensor.js';
+import type { IndexedSlices, Tensor, TfjsTensor } from './tensor.js';
 
 /** Several values produced on one device; each counts as one contribution for MEAN. */
 export class MapOutput {
@@ -19,7 +19,7 @@ export class MapOutput {
 }
 
 /** What a device may hold. */
-export type DeviceValue = Tensor | IndexedSlices | MapOutput;
+export type DeviceValue = Tensor | IndexedSlices | MapOutput | TfjsTensor;
 
 /** Device → value pairs, as a plain object, a Map or a list of entries. */
 export type DeviceEntries<V> = Record<string, V> | Map<string, V> | Iterable<readonly [string, V]>;
