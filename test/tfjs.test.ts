@@ -12,7 +12,7 @@ test.before(async () => {
 test(`[${B}] a tf.Tensor becomes a crossdev tensor over the same memory`, (t) => {
   const x = tf.tensor([[1, 2], [3, 4]]);
   const c = tensor(x);
-  t.is(c.data, x.dataSync() as unknown);
+  t.is(c.data as unknown, x.dataSync() as unknown);
   t.deepEqual(c.shape, [2, 2]);
   t.is(c.dtype, 'float32');
   t.is(tensor(tf.tensor([1, 2], undefined, 'int32')).dtype, 'int32');

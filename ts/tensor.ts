@@ -49,7 +49,7 @@ export function isTfjsTensor(x: unknown): x is TfjsTensor {
 
 /** The TensorFlow.js functions {@link Tensor.toTfjs} uses (pass the `@tensorflow/tfjs` module). */
 export interface TfjsModule<T> {
-  tensor(values: TypedArray, shape: number[], dtype: 'float32' | 'int32'): T;
+  tensor(values: Float32Array | Int32Array, shape: number[], dtype: 'float32' | 'int32'): T;
 }
 
 /** Data a tensor can be made from. */
@@ -164,7 +164,7 @@ export class Tensor {
     if (this.dtype !== 'float32' && this.dtype !== 'int32') {
       throw new CrossDeviceError('ERR_INVALID_TENSOR', `TensorFlow.js has no ${this.dtype} tensors; it takes float32 and int32 ones`);
     }
-    return tf.tensor(this.data, [...this.shape], this.dtype);
+    return tf.tensor(this.data as Float32Array | Int32Array, [...this.shape], this.dtype);
   }
 
   /** A short description: dtype, shape and device. */

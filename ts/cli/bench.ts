@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { backend, CrossDeviceError, PerDevice, ReductionToOneDevice, tensor, utils, type DType, type Mirrored, type Tensor, type TypedArray } from '../index.js';
 import type { ReduceOp } from '../ops.js';
 import { choice, integer, UsageError } from './args.js';
+import { lineChart } from './plot.js';
 
 const DTYPES = ['float32', 'float64', 'float16', 'bfloat16', 'int32', 'int64'] as const;
 const OPS = ['SUM', 'MEAN', 'MAX', 'MIN', 'PRODUCT'] as const;
@@ -21,7 +22,7 @@ const HALF_BITS: Record<number, Record<'float16' | 'bfloat16', number>> = { 1: {
 export const BENCH_HELP = `crossdev bench: all-reduce bandwidth on virtual CPU devices (like nccl-tests' all_reduce_perf)
 
 Usage: crossdev bench [--alg A] [--devices N] [--dtype T] [--op OP] [--backend native|wasm]
-                      [--min-bytes B] [--max-bytes B] [--sync] [--json] [--out FILE]
+                      [--min-bytes B] [--max-bytes B] [--sync] [--json] [--out FILE] [--plot FILE]
 
   --alg A         what to time: op (ReductionToOneDevice.reduce, default), reduce_to_one, ring,
                   rechd, shuffle, hierarchical_copy, nccl (plans), or all (every plan)
@@ -34,6 +35,7 @@ Usage: crossdev bench [--alg A] [--devices N] [--dtype T] [--op OP] [--backend n
   --sync          time reduceSync instead of the Promise-returning reduce
   --json          print JSON instead of the table
   --out FILE      also write the JSON to FILE
+  --plot FILE     also draw busbw against size, one line per algorithm, as SVG
 
 Columns: size (bytes per device), count (elements), type, redop, time (µs per all-reduce),
 algbw (size/time), busbw (algbw·2(n-1)/n, as nccl-tests), #wrong (elements differing from a
@@ -285,6 +287,8 @@ export async function bench(flags: Map<string, string | true>): Promise<number> 
   const json = flags.get('json') === true;
   const out = flags.get('out');
   if (out === true) throw new UsageError('--out needs a file name');
+  const plot = flags.get('plot');
+  if (plot === true) throw new UsageError('--plot needs a file name');
 
   const names = Array.from({ length: devices }, (_, d) => `/cpu:${d}`);
   const sizes: number[] = [];
@@ -318,5 +322,10 @@ export async function bench(flags: Map<string, string | true>): Promise<number> 
   if (json) console.log(JSON.stringify(report, null, 2));
   else console.log(`# ${totalWrong === 0 ? 'all results right' : `${totalWrong} wrong elements`}`);
   if (typeof out === 'string') writeFileSync(out, JSON.stringify(report, null, 2));
+  if (typeof plot === 'string') {
+    const series = algs.map((alg) => ({ name: alg === 'op' ? 'ReductionToOneDevice' : alg, points: rows.filter((r) => r.alg === alg).map((r) => [r.size, r.busbwGBs] as [number, number]) }));
+    writeFileSync(plot, lineChart(series, `crossdev all-reduce, ${devices} virtual CPU devices, ${dtype} ${op}, ${backend()}`, 'bytes per device', 'busbw (GB/s)'));
+    if (!json) console.log(`# chart: ${plot}`);
+  }
   return totalWrong === 0 ? 0 : 1;
 }
