@@ -4,9 +4,10 @@
 //! zero-fill) per 4 KiB page the first time it is written, which on large tensors costs more
 //! than the reduction itself. [`PoolAllocator`] keeps freed blocks of at least 1 MiB (up to a
 //! budget, `CROSSDEV_POOL_BYTES`, default 2 GiB) and hands them out again for allocations of the
-//! same size. Smaller allocations go straight to the system allocator. (Transparent huge pages
-//! were tried and dropped: with `defrag=madvise` the first touch of a fresh block stalled in
-//! compaction for longer than the page faults it saved.) A binary opts in with
+//! same size, evicting the oldest blocks when the budget is full. Smaller allocations go straight
+//! to the system allocator. (Transparent huge pages were tried and dropped: with
+//! `defrag=madvise` the first touch of a fresh block stalled in compaction for longer than the
+//! page faults it saved.) A binary opts in with
 //! `#[global_allocator] static A: PoolAllocator = PoolAllocator::new();`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -88,10 +89,19 @@ unsafe impl GlobalAlloc for PoolAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() >= MIN_POOLED && self.held.load(Ordering::Relaxed) + layout.size() <= self.budget() {
+        let budget = if layout.size() >= MIN_POOLED { self.budget() } else { 0 };
+        if layout.size() <= budget {
             if let Ok(mut free) = self.free.lock() {
+                // Keep the newest blocks: evict the oldest until this one fits (sizes in use
+                // change, and blocks of sizes no longer asked for must not hold the budget).
+                let mut held = self.held.load(Ordering::Relaxed);
+                while held + layout.size() > budget && !free.is_empty() {
+                    let (old, size, align) = free.remove(0);
+                    System.dealloc(old as *mut u8, Layout::from_size_align_unchecked(size, align));
+                    held -= size;
+                }
                 free.push((ptr as usize, layout.size(), layout.align()));
-                self.held.fetch_add(layout.size(), Ordering::Relaxed);
+                self.held.store(held + layout.size(), Ordering::Relaxed);
                 return;
             }
         }
