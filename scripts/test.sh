@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust tests (cargo test), then the ava suite once per backend (native addon,
-# WebAssembly). Ends with one line "N passed, N failed" summing all of them.
+# WebAssembly), then the packaging test (scripts/pack-test.sh: both tarballs installed into an empty
+# project with no Rust on PATH). Ends with one line "N passed, N failed" summing all of them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=$(mktemp -d)
@@ -28,6 +29,14 @@ for b in native wasm; do
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
   grep -E '^not ok' -A 30 "$LOG/ava-$b.txt" | head -200 || true
 done
+
+bash scripts/pack-test.sh 2>&1 | tee "$LOG/pack.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+read -r p f < <(sed -n 's/^pack-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOG/pack.txt") || true
+if [ -z "${p:-}" ]; then
+  echo "pack-test printed no summary"; status=1; p=0; f=1
+fi
+passed=$((passed + p)); failed=$((failed + f))
 
 echo "${passed} passed, ${failed} failed"
 exit $status

@@ -70,13 +70,38 @@ function views(buffers: ArrayBuffer[]): Uint8Array[] {
   return buffers.map((b) => new Uint8Array(b));
 }
 
+/** napi-rs's name for this platform (`linux-x64-gnu`): the addon's file suffix and the platform package's. */
+const triple = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
+/** The platform package that carries the prebuilt addon (an optional dependency of the published package). */
+const platformPackage = `crossdev-${triple}`;
+
+/** This package's version, from its package.json. */
+function ownVersion(): string {
+  return (requireHere(`${root}package.json`) as { version: string }).version;
+}
+
+/**
+ * Requires the platform package's addon, refusing one published for another crossdev version (the
+ * request protocol between this file and the addon is internal, so only matching versions talk).
+ */
+function requirePlatformPackage(): NativeAddon {
+  const version = (requireHere(`${platformPackage}/package.json`) as { version: string }).version;
+  if (version !== ownVersion()) {
+    throw new Error(`version ${version} does not match crossdev ${ownVersion()}; reinstall so that both match`);
+  }
+  return requireHere(platformPackage) as NativeAddon;
+}
+
 function loadNative(): Backend {
-  const triple = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
-  const candidates = [`${root}native/crossdev.${triple}.node`, `crossdev-${triple}`];
+  // The addon built in this tree (`npm run setup`), then the platform package (an installed crossdev).
+  const candidates: [string, () => NativeAddon][] = [
+    [`${root}native/crossdev.${triple}.node`, () => requireHere(`${root}native/crossdev.${triple}.node`) as NativeAddon],
+    [platformPackage, requirePlatformPackage],
+  ];
   const reasons: string[] = [];
-  for (const c of candidates) {
+  for (const [c, requireAddon] of candidates) {
     try {
-      const addon = requireHere(c) as NativeAddon;
+      const addon = requireAddon();
       return {
         name: 'native',
         execute: (req, inputs) => {
@@ -153,7 +178,7 @@ function load(): Backend {
   throw new CrossDeviceError(
     'ERR_BACKEND',
     `crossdev could not load its ${order.join(' or ')} backend (${reasons.join('; ')}). ` +
-      'Build it with `npm run setup`, or install the platform package.',
+      `Build it with \`npm run setup\`, or install the platform package ${platformPackage}.`,
   );
 }
 
