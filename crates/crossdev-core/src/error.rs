@@ -36,6 +36,12 @@ pub enum ErrorCode {
     NoCuda,
     /// A CUDA call failed (the message names it and CUDA's error).
     Cuda,
+    /// A cross-process op did not complete in time (a rank died, hangs or runs another op).
+    Timeout,
+    /// A rank of the process group is gone (its process ended or its link broke).
+    PeerLost,
+    /// The ranks of a process group called different ops, or the same op on different values.
+    RankMismatch,
     /// Malformed request between the bindings and the core (a bug in a binding).
     Protocol,
     /// An internal failure (a panic caught at the boundary). Always a bug: please report it.
@@ -60,6 +66,9 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
             ErrorCode::NoCuda => "ERR_NO_CUDA",
             ErrorCode::Cuda => "ERR_CUDA",
+            ErrorCode::Timeout => "ERR_TIMEOUT",
+            ErrorCode::PeerLost => "ERR_PEER_LOST",
+            ErrorCode::RankMismatch => "ERR_RANK_MISMATCH",
             ErrorCode::Protocol => "ERR_PROTOCOL",
             ErrorCode::Internal => "ERR_INTERNAL",
         }

@@ -9,6 +9,7 @@ pub mod algo;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod group;
 pub mod indexed_slices;
 pub mod kernels;
 pub mod log;

@@ -60,6 +60,23 @@ macro_rules! map_buffer {
 pub trait Scalar: bytemuck::Pod + Send + Sync {
     /// The elements of `b` if it holds this type.
     fn slice<'b>(b: &'b Buffer) -> Option<&'b [Self]>;
+    /// An owned buffer holding `v`.
+    fn owned(v: Vec<Self>) -> Buffer<'static>;
+}
+
+/// Runs `$body` with the type alias `$t` set to the element type of the [`DType`] `$dtype`.
+#[macro_export]
+macro_rules! for_dtype {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            $crate::dtype::DType::Float32 => { type $t = f32; $body }
+            $crate::dtype::DType::Float64 => { type $t = f64; $body }
+            $crate::dtype::DType::Float16 => { type $t = half::f16; $body }
+            $crate::dtype::DType::BFloat16 => { type $t = half::bf16; $body }
+            $crate::dtype::DType::Int32 => { type $t = i32; $body }
+            $crate::dtype::DType::Int64 => { type $t = i64; $body }
+        }
+    };
 }
 
 macro_rules! scalar {
@@ -70,6 +87,9 @@ macro_rules! scalar {
                     Buffer::$variant(v) => Some(v),
                     _ => None,
                 }
+            }
+            fn owned(v: Vec<Self>) -> Buffer<'static> {
+                Buffer::$variant(Cow::Owned(v))
             }
         }
     };

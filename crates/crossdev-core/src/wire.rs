@@ -74,8 +74,9 @@ enum OpsW {
         num_packs: i64,
         agg_small_grads_max_bytes: i64,
         agg_small_grads_max_group: i64,
+        timeout_seconds: Option<f64>,
     },
-    CollectiveAllReduce { num_workers: usize, num_gpus_per_worker: usize, all_reduce_merge_scope: usize },
+    CollectiveAllReduce { num_workers: usize, num_gpus_per_worker: usize, all_reduce_merge_scope: usize, timeout_seconds: Option<f64> },
     HierarchicalCopyAllReduce { num_packs: i64 },
 }
 
@@ -387,17 +388,22 @@ fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             num_packs,
             agg_small_grads_max_bytes,
             agg_small_grads_max_group,
-        } => Ok(Box::new(MultiWorkerAllReduce::new(
-            worker_devices,
-            num_gpus_per_worker,
-            parse_spec(&RawSpec::from_json(&all_reduce_spec))?,
-            Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
-        )?)),
-        OpsW::CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope } => {
+            timeout_seconds,
+        } => Ok(Box::new(
+            MultiWorkerAllReduce::new(
+                worker_devices,
+                num_gpus_per_worker,
+                parse_spec(&RawSpec::from_json(&all_reduce_spec))?,
+                Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
+            )?
+            .with_timeout(timeout(timeout_seconds)?),
+        )),
+        OpsW::CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout_seconds } => {
             if all_reduce_merge_scope == 0 {
                 return fail(ErrorCode::InvalidArgument, "all_reduce_merge_scope must be at least 1");
             }
-            Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope }))
+            let timeout = timeout(timeout_seconds)?;
+            Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout }))
         }
         OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce"),
         OpsW::HierarchicalCopyAllReduce { num_packs } => {
@@ -407,6 +413,15 @@ fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
 }
 
 /// TF 2's `NcclAllReduce` / `HierarchicalCopyAllReduce`: `num_packs >= 0`, 0 meaning no packing.
+/// `CommunicationOptions.timeout_seconds`: positive and finite, or absent.
+fn timeout(seconds: Option<f64>) -> Result<Option<std::time::Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
+        Some(s) => fail(ErrorCode::InvalidArgument, format!("timeoutSeconds must be a positive number of seconds, got {s}")),
+    }
+}
+
 fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> Result<Box<dyn CrossDeviceOps>> {
     if num_packs < 0 {
         return fail(ErrorCode::InvalidArgument, format!("{what} requires num_packs >= 0, but {num_packs} is specified"));

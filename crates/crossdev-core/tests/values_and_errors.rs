@@ -375,6 +375,9 @@ fn error_codes_have_stable_strings() {
         (ErrorCode::DeviceNotFound, "ERR_DEVICE_NOT_FOUND"),
         (ErrorCode::InvalidTensor, "ERR_INVALID_TENSOR"),
         (ErrorCode::InvalidArgument, "ERR_INVALID_ARGUMENT"),
+        (ErrorCode::Timeout, "ERR_TIMEOUT"),
+        (ErrorCode::PeerLost, "ERR_PEER_LOST"),
+        (ErrorCode::RankMismatch, "ERR_RANK_MISMATCH"),
         (ErrorCode::Protocol, "ERR_PROTOCOL"),
         (ErrorCode::Internal, "ERR_INTERNAL"),
     ];

@@ -192,10 +192,22 @@ pub(crate) trait AllReduceDispatch {
     /// All-reduces dense values that share their devices.
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>>;
 
+    /// Whether the values are spread over processes, where reducing on one device (the
+    /// fallback) would see only this process's share.
+    fn across_processes(&self) -> bool {
+        false
+    }
+
     /// `_reduce`.
     fn dispatch_reduce(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
         if all_reducible(value, destinations)? {
             return Ok(self.batch_all_reduce(op, &[value])?.remove(0));
+        }
+        if self.across_processes() {
+            return fail(
+                ErrorCode::InvalidInput,
+                "across processes, MultiWorkerAllReduce all-reduces dense values onto their own devices: pass tensors (not IndexedSlices) and destinations equal to the values' devices",
+            );
         }
         if value.iter().any(|(_, v)| v.contains_indexed_slices()) {
             crate::log::note(|| "warning: Efficient allreduce is not supported for IndexedSlices.".into());

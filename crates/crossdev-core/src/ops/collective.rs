@@ -1,15 +1,19 @@
 //! `CollectiveAllReduce` (SPEC §5.10, §1.14, §1.15): every variable all-reduced by one collective
 //! over the devices of all workers. In one process the workers' devices are virtual
 //! (`/job:worker/replica:0/task:1/device:CPU:0` …) and the collective runs as a ring plan.
+//! With a process group installed, each rank passes its own worker's devices and the collective
+//! is the transport's all-reduce ([`Runner::flat`]).
 
-use super::all_reduce::{check_across, group_by_device, run_across, ungroup};
+use super::all_reduce::{check_across, group_by_device, ungroup};
+use super::processes::Runner;
 use super::aggregate::{copy_value, devices_match};
-use super::{AllReduceAlgorithm, CrossDeviceOps};
+use super::CrossDeviceOps;
 use crate::algo::two_level::split_by_task;
 use crate::device::{canonicalize, DeviceSpec};
 use crate::error::{fail, ErrorCode, Result};
 use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
+use std::time::Duration;
 
 /// All-reduce with one collective per variable across `num_workers` workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +24,9 @@ pub struct CollectiveAllReduce {
     pub num_gpus_per_worker: usize,
     /// Variables launched together (TensorFlow's name scope grouping; results are unaffected).
     pub all_reduce_merge_scope: usize,
+    /// How long an all-reduce across processes waits for the other ranks (TF 2's
+    /// `CommunicationOptions.timeout_seconds`); `None`: [`DEFAULT_TIMEOUT`](super::processes::DEFAULT_TIMEOUT).
+    pub timeout: Option<Duration>,
 }
 
 /// `CollectiveKeys.get_group_key`'s identity of a device set: `TYPE:index` of each device (job,
@@ -48,8 +55,11 @@ fn reject_sparse(value: &PerDevice<Value>) -> Result<()> {
 
 impl CollectiveAllReduce {
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
-        let (devices, grads) = group_by_device(values)?;
-        let workers = split_by_task(&devices)?.len();
+        let (local, grads) = group_by_device(values)?;
+        let op_name = format!("{self:?}");
+        let runner = Runner::new("CollectiveAllReduce all-reduce", &op_name, op, &local, &grads[0].iter().collect::<Vec<_>>(), None, self.timeout)?;
+        let devices = runner.devices(&local);
+        let workers = split_by_task(devices)?.len();
         if workers != self.num_workers {
             return fail(
                 ErrorCode::InvalidArgument,
@@ -65,12 +75,11 @@ impl CollectiveAllReduce {
         for i in 0..count {
             let across: Vec<_> = grads.iter().map(|g| &g[i]).collect();
             check_across(&across)?;
-            let plan = AllReduceAlgorithm::Nccl.plan(&devices, across[0].dtype(), across[0].num_elements(), 0)?;
-            for (d, t) in run_across(&plan, op, &across)?.into_iter().enumerate() {
+            for (d, t) in runner.flat(&local, op, &across)?.into_iter().enumerate() {
                 reduced[d].push(t);
             }
         }
-        ungroup(&devices, reduced)
+        ungroup(&local, reduced)
     }
 
     /// Results on `destinations`: a device of the all-reduce keeps its own result; any other

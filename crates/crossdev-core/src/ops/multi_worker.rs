@@ -2,14 +2,19 @@
 //! spec reducing its share across all workers' devices with its algorithm (`nccl`, `xring`,
 //! the two-level `nccl/…` and `pscpu/pscpu`, or the flat shuffles). Results come back in input
 //! order, each labelled with the device it belongs to (TensorFlow reordered and mislabelled).
+//! With a process group installed, rank `r` is worker `r` and passes only its own devices'
+//! values: flat `nccl` specs use the transport's all-reduce, the others run their plans across
+//! the ranks ([`Runner`]).
 
-use super::all_reduce::{check_across, group_by_device, run_across, ungroup, AllReduceDispatch};
+use super::all_reduce::{check_across, group_by_device, ungroup, AllReduceDispatch};
+use super::processes::Runner;
 use super::{CrossDeviceOps, Packing};
 use crate::error::{fail, ErrorCode, Result};
 use crate::reduce_op::ReduceOp;
 use crate::spec::{aux_devices, group_device_names, sum_grad_plan, AllReduceSpec};
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
+use std::time::Duration;
 
 /// All-reduce across the devices of several workers, following a list of specs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +27,9 @@ pub struct MultiWorkerAllReduce {
     pub specs: Vec<AllReduceSpec>,
     /// Packing applied to each spec's share.
     pub packing: Packing,
+    /// How long an all-reduce across processes waits for the other ranks (TF 2's
+    /// `CommunicationOptions.timeout_seconds`); `None`: [`DEFAULT_TIMEOUT`](super::processes::DEFAULT_TIMEOUT).
+    pub timeout: Option<Duration>,
 }
 
 impl MultiWorkerAllReduce {
@@ -33,10 +41,16 @@ impl MultiWorkerAllReduce {
                 "all-reduce spec limits must ascend and the last must be -1, so that every gradient is reduced",
             );
         }
-        Ok(MultiWorkerAllReduce { worker_devices, num_gpus_per_worker, specs, packing })
+        Ok(MultiWorkerAllReduce { worker_devices, num_gpus_per_worker, specs, packing, timeout: None })
     }
 
-    fn reduce_share(&self, op: ReduceOp, spec: &AllReduceSpec, devices: &[String], grads: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor<'static>>>> {
+    /// This op with `timeout` for its cross-process waits.
+    pub fn with_timeout(self, timeout: Option<Duration>) -> Self {
+        MultiWorkerAllReduce { timeout, ..self }
+    }
+
+    fn reduce_share(&self, op: ReduceOp, spec: &AllReduceSpec, runner: &Runner, local: &[String], grads: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor<'static>>>> {
+        let devices = runner.devices(local);
         let aux = aux_devices(&spec.alg, &self.worker_devices, self.num_gpus_per_worker);
         let hierarchical = spec.alg.contains('/');
         let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
@@ -44,6 +58,9 @@ impl MultiWorkerAllReduce {
         let gpu_indices: Vec<usize> = (0..self.num_gpus_per_worker).collect();
         self.packing.around(grads, |index, across| {
             check_across(across)?;
+            if spec.alg == "nccl" {
+                return runner.flat(local, op, across);
+            }
             let aux_here = if hierarchical { &aux } else { &groups[index % groups.len()] };
             let plan = sum_grad_plan(
                 devices,
@@ -55,14 +72,27 @@ impl MultiWorkerAllReduce {
                 aux_here,
                 spec.shards,
             )?;
-            run_across(&plan, op, across)
+            runner.run(&plan, op, across)
         })
     }
 }
 
 impl AllReduceDispatch for MultiWorkerAllReduce {
+    fn across_processes(&self) -> bool {
+        crate::group::current().is_some()
+    }
+
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
         let (devices, grads) = group_by_device(values)?;
+        let runner = Runner::new(
+            "MultiWorkerAllReduce all-reduce",
+            &format!("{self:?}"),
+            op,
+            &devices,
+            &grads.first().map(|g| g.iter().collect::<Vec<_>>()).unwrap_or_default(),
+            Some(&self.worker_devices),
+            self.timeout,
+        )?;
         let count = grads.first().map_or(0, Vec::len);
         let mut remaining: Vec<usize> = (0..count).collect();
         let mut reduced: Vec<Vec<Option<Tensor<'static>>>> = grads.iter().map(|_| vec![None; count]).collect();
@@ -80,7 +110,7 @@ impl AllReduceDispatch for MultiWorkerAllReduce {
             }
             crate::log::note(|| format!("MultiWorkerAllReduce: spec {spec:?} takes {} tensors, packing {:?}", take.len(), self.packing));
             let share: Vec<Vec<Tensor>> = grads.iter().map(|g| take.iter().map(|&i| g[i].view()).collect()).collect();
-            for (d, per) in self.reduce_share(op, spec, &devices, &share)?.into_iter().enumerate() {
+            for (d, per) in self.reduce_share(op, spec, &runner, &devices, &share)?.into_iter().enumerate() {
                 for (&i, t) in take.iter().zip(per) {
                     reduced[d][i] = Some(t);
                 }

@@ -2,13 +2,11 @@
 //! the steps of a stage in parallel (natively) and the stages in order.
 
 use super::{Chunk, Plan, Step};
-use std::borrow::Cow;
 use crate::error::{fail, ErrorCode, Result};
 use crate::kernels::cast::Element;
 use crate::kernels::copy::copy;
 use crate::kernels::output_vec;
 use crate::kernels::reduce_n::reduce_n;
-use crate::dtype::DType;
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Scalar};
 
@@ -24,8 +22,9 @@ const COLUMN_BLOCK: usize = 1 << 14;
 /// Base addresses and lengths of a plan's buffers. Sound to share across threads because
 /// [`Plan::validate`] guarantees that the steps of a stage write disjoint chunks that no other
 /// step of the stage reads, and inputs are never written.
-struct Memory<T> {
-    bufs: Vec<(*mut T, usize)>,
+pub(super) struct Memory<T> {
+    /// `(base, len)` of each buffer, by plan buffer index.
+    pub(super) bufs: Vec<(*mut T, usize)>,
 }
 
 unsafe impl<T: Send> Send for Memory<T> {}
@@ -34,7 +33,7 @@ unsafe impl<T: Sync> Sync for Memory<T> {}
 impl<T> Memory<T> {
     /// # Safety
     /// `c` lies inside its buffer, and nothing writes it during the borrow.
-    unsafe fn read(&self, c: &Chunk) -> &[T] {
+    pub(super) unsafe fn read(&self, c: &Chunk) -> &[T] {
         let (base, len) = self.bufs[c.buf];
         debug_assert!(c.offset + c.len <= len);
         std::slice::from_raw_parts(base.add(c.offset), c.len)
@@ -43,7 +42,7 @@ impl<T> Memory<T> {
     /// # Safety
     /// `c` lies inside a non-input buffer, and nothing else reads or writes it during the borrow.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn write(&self, c: &Chunk) -> &mut [T] {
+    pub(super) unsafe fn write(&self, c: &Chunk) -> &mut [T] {
         let (base, len) = self.bufs[c.buf];
         debug_assert!(c.offset + c.len <= len);
         std::slice::from_raw_parts_mut(base.add(c.offset), c.len)
@@ -63,24 +62,8 @@ fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer])
     bufs.extend(scratch.iter_mut().map(|v| (v.as_mut_ptr(), v.len())));
     let memory = Memory { bufs };
     let divide_by = (op == ReduceOp::Mean).then_some(plan.inputs);
-    // Runs `step` restricted to the element columns [from, to) of its destination (for column
-    // blocks), or whole.
-    let run_step = |step: &Step, (from, to): (usize, usize)| unsafe {
-        // SAFETY: the plan was validated (see `Memory`); a column block only narrows chunks.
-        let w = step.writes();
-        let (lo, hi) = (w.offset.max(from), (w.offset + w.len).min(to));
-        if lo >= hi {
-            return;
-        }
-        let narrow = |c: &Chunk| Chunk { buf: c.buf, offset: c.offset + (lo - w.offset), len: hi - lo };
-        match step {
-            Step::Copy { src, dst } => copy(memory.read(&narrow(src)), memory.write(&narrow(dst))),
-            Step::Reduce { srcs, dst, last } => {
-                let xs: Vec<&[T]> = srcs.iter().map(|c| memory.read(&narrow(c))).collect();
-                reduce_n(op.combiner(), &xs, if *last { divide_by } else { None }, memory.write(&narrow(dst)));
-            }
-        }
-    };
+    // SAFETY: the plan was validated (see `Memory`); a column block only narrows chunks.
+    let run_step = |step: &Step, columns: (usize, usize)| unsafe { run_step(&memory, op, divide_by, step, columns) };
     let whole = (0, usize::MAX);
     #[cfg(feature = "parallel")]
     if plan.elements >= 2 * COLUMN_BLOCK && column_separable(plan) {
@@ -92,10 +75,10 @@ fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer])
             plan.stages.iter().flatten().for_each(|step| run_step(step, block));
         });
     } else {
-        run_stages(plan, &|step| run_step(step, whole));
+        run_stages(plan, &|step: &Step| run_step(step, whole));
     }
     #[cfg(not(feature = "parallel"))]
-    run_stages(plan, &|step| run_step(step, whole));
+    run_stages(plan, &|step: &Step| run_step(step, whole));
     drop(memory);
     plan.outputs
         .iter()
@@ -107,17 +90,45 @@ fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer])
         .collect()
 }
 
-/// Runs the stages in order, the steps of a large stage in parallel.
+/// Runs `step` over `memory`, restricted to the element columns `[from, to)` of its destination
+/// (a column block), or whole with `(0, usize::MAX)`. MEAN's last reductions divide by
+/// `divide_by`.
+///
+/// # Safety
+/// The step's chunks lie inside `memory`'s buffers, and no other thread writes what it reads or
+/// touches what it writes while it runs (what [`Plan::validate`] proves for a stage's steps).
+pub(super) unsafe fn run_step<T: Element>(memory: &Memory<T>, op: ReduceOp, divide_by: Option<usize>, step: &Step, (from, to): (usize, usize)) {
+    let w = step.writes();
+    let (lo, hi) = (w.offset.max(from), (w.offset + w.len).min(to));
+    if lo >= hi {
+        return;
+    }
+    let narrow = |c: &Chunk| Chunk { buf: c.buf, offset: c.offset + (lo - w.offset), len: hi - lo };
+    match step {
+        Step::Copy { src, dst } => copy(memory.read(&narrow(src)), memory.write(&narrow(dst))),
+        Step::Reduce { srcs, dst, last } => {
+            let xs: Vec<&[T]> = srcs.iter().map(|c| memory.read(&narrow(c))).collect();
+            reduce_n(op.combiner(), &xs, if *last { divide_by } else { None }, memory.write(&narrow(dst)));
+        }
+    }
+}
+
+/// Runs the stages in order.
 fn run_stages(plan: &Plan, run_step: &(dyn Fn(&Step) + Sync)) {
     for stage in &plan.stages {
-        #[cfg(feature = "parallel")]
-        if stage.len() > 1 && stage.iter().map(|s| s.writes().len).sum::<usize>() >= PARALLEL_STAGE {
-            use rayon::prelude::*;
-            stage.par_iter().for_each(run_step);
-            continue;
-        }
-        stage.iter().for_each(run_step);
+        run_stage(stage, run_step);
     }
+}
+
+/// Runs the steps of one stage, in parallel when the stage is large.
+pub(super) fn run_stage(stage: &[Step], run_step: &(dyn Fn(&Step) + Sync)) {
+    #[cfg(feature = "parallel")]
+    if stage.len() > 1 && stage.iter().map(|s| s.writes().len).sum::<usize>() >= PARALLEL_STAGE {
+        use rayon::prelude::*;
+        stage.par_iter().for_each(run_step);
+        return;
+    }
+    stage.iter().for_each(run_step);
 }
 
 /// Whether every step reads and writes the same element columns (the chunks of a step all
@@ -140,32 +151,6 @@ pub fn run(plan: &Plan, op: ReduceOp, inputs: &[&Buffer]) -> Result<Vec<Buffer<'
     if inputs.len() != plan.inputs {
         return fail(ErrorCode::InvalidArgument, format!("the plan takes {} inputs, got {}", plan.inputs, inputs.len()));
     }
-    for b in inputs {
-        if b.dtype() != plan.dtype || b.len() != plan.elements {
-            return fail(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "the plan takes {} {} elements per input, got {} {}",
-                    plan.elements,
-                    plan.dtype.name(),
-                    b.len(),
-                    b.dtype().name()
-                ),
-            );
-        }
-    }
-    fn wrap<T>(outs: Vec<Vec<T>>, variant: fn(Cow<'static, [T]>) -> Buffer<'static>) -> Vec<Buffer<'static>>
-    where
-        [T]: ToOwned<Owned = Vec<T>>,
-    {
-        outs.into_iter().map(|v| variant(Cow::Owned(v))).collect()
-    }
-    Ok(match plan.dtype {
-        DType::Float32 => wrap(run_typed::<f32>(plan, op, inputs), Buffer::F32),
-        DType::Float64 => wrap(run_typed::<f64>(plan, op, inputs), Buffer::F64),
-        DType::Float16 => wrap(run_typed::<half::f16>(plan, op, inputs), Buffer::F16),
-        DType::BFloat16 => wrap(run_typed::<half::bf16>(plan, op, inputs), Buffer::BF16),
-        DType::Int32 => wrap(run_typed::<i32>(plan, op, inputs), Buffer::I32),
-        DType::Int64 => wrap(run_typed::<i64>(plan, op, inputs), Buffer::I64),
-    })
+    inputs.iter().try_for_each(|b| plan.check_input(b))?;
+    Ok(crate::for_dtype!(plan.dtype, T => run_typed::<T>(plan, op, inputs).into_iter().map(T::owned).collect()))
 }

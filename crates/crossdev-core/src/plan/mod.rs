@@ -7,6 +7,7 @@
 //! ([`Plan::bytes_moved`]) and printed, so an algorithm is tested on the CPU and its data movement
 //! compared with theory.
 
+pub mod distributed;
 pub mod host;
 
 use crate::dtype::DType;
@@ -79,14 +80,14 @@ pub enum Step {
 }
 
 impl Step {
-    fn reads(&self) -> Vec<Chunk> {
+    pub(crate) fn reads(&self) -> Vec<Chunk> {
         match self {
             Step::Copy { src, .. } => vec![*src],
             Step::Reduce { srcs, .. } => srcs.clone(),
         }
     }
 
-    fn writes(&self) -> Chunk {
+    pub(crate) fn writes(&self) -> Chunk {
         match self {
             Step::Copy { dst, .. } | Step::Reduce { dst, .. } => *dst,
         }
@@ -126,6 +127,23 @@ pub struct BytesMoved {
 }
 
 impl Plan {
+    /// Checks that `input` has the plan's dtype and element count.
+    pub(crate) fn check_input(&self, input: &crate::tensor::Buffer) -> Result<()> {
+        if input.dtype() != self.dtype || input.len() != self.elements {
+            return fail(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "the plan takes {} {} elements per input, got {} {}",
+                    self.elements,
+                    self.dtype.name(),
+                    input.len(),
+                    input.dtype().name()
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Bytes read across devices: each chunk a step reads from a device other than the one it
     /// writes to crosses the link between them once.
     pub fn bytes_moved(&self) -> BytesMoved {
