@@ -29,6 +29,23 @@ export function parseArgs(argv: string[]): Parsed {
 /** A mistake in the command line: exit code 2. */
 export class UsageError extends Error {}
 
+/** A command that could not do its work (its message says why): exit code 1. */
+export class CommandError extends Error {}
+
+/** Throws a {@link UsageError} naming the first flag of `flags` that `command` does not take. */
+export function checkFlags(flags: Map<string, string | true>, command: string, allowed: readonly string[]): void {
+  for (const name of flags.keys()) {
+    if (name !== 'help' && !allowed.includes(name)) throw new UsageError(`unknown option --${name} for ${command}`);
+  }
+}
+
+/** Whether the boolean `--name` is set; a value (`--name=x`) is a mistake. */
+export function flag(flags: Map<string, string | true>, name: string): boolean {
+  const v = flags.get(name);
+  if (typeof v === 'string') throw new UsageError(`--${name} takes no value, got '${v}'`);
+  return v === true;
+}
+
 /** The value of `--name` among `allowed`, or `fallback`. */
 export function choice<T extends string>(flags: Map<string, string | true>, name: string, allowed: readonly T[], fallback: T): T {
   const v = flags.get(name);

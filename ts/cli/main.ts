@@ -1,34 +1,31 @@
 /** The `crossdev` command line. */
 import { CrossDeviceError } from '../errors.js';
-import { bench, BENCH_HELP } from './bench.js';
-import { plan, PLAN_HELP } from './plan.js';
-import { parseArgs, UsageError } from './args.js';
+import { checkFlags, CommandError, parseArgs, UsageError } from './args.js';
+import { COMMANDS, HELP } from './commands.js';
 
-const HELP = `crossdev: cross-device reduction for Node.js
-
-Usage: crossdev <command> [options]
-
-Commands:
-  bench    all-reduce bandwidth on virtual CPU devices (crossdev bench --help)
-  plan     print an all-reduce plan and its bytes per link (crossdev plan --help)
-
-Exit codes: 0 success, 1 a check failed or an operation errored, 2 bad arguments.`;
+/** Where a usage error points: the command's help once the command is known. */
+let helpHint = 'crossdev --help';
 
 async function main(argv: string[]): Promise<number> {
   const { command, flags } = parseArgs(argv);
-  if (command === 'bench') {
-    if (flags.has('help')) return console.log(BENCH_HELP), 0;
-    return bench(flags);
+  if (command === undefined && !flags.has('help')) {
+    console.error(HELP);
+    return 2;
   }
-  if (command === 'plan') {
-    if (flags.has('help')) return console.log(PLAN_HELP), 0;
-    return plan(flags);
-  }
-  if (command === undefined || command === 'help' || flags.has('help')) {
+  if (command === undefined || command === 'help') {
+    checkFlags(flags, 'crossdev', []);
     console.log(HELP);
-    return command === undefined && !flags.has('help') ? 2 : 0;
+    return 0;
   }
-  throw new UsageError(`unknown command '${command}'`);
+  const c = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+  if (!c) throw new UsageError(`unknown command '${command}'; commands: ${Object.keys(COMMANDS).join(', ')}`);
+  helpHint = `crossdev ${command} --help`;
+  if (flags.has('help')) {
+    console.log(c.help);
+    return 0;
+  }
+  checkFlags(flags, `crossdev ${command}`, c.flags);
+  return c.run(flags);
 }
 
 main(process.argv.slice(2)).then(
@@ -37,10 +34,13 @@ main(process.argv.slice(2)).then(
   },
   (e) => {
     if (e instanceof UsageError) {
-      console.error(`crossdev: ${e.message} (see crossdev --help)`);
+      console.error(`crossdev: ${e.message} (see ${helpHint})`);
       process.exitCode = 2;
     } else if (e instanceof CrossDeviceError) {
       console.error(`crossdev: ${e.code}: ${e.message}`);
+      process.exitCode = 1;
+    } else if (e instanceof CommandError) {
+      console.error(`crossdev: ${e.message}`);
       process.exitCode = 1;
     } else {
       console.error(e);
