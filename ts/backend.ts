@@ -92,6 +92,46 @@ function requirePlatformPackage(): NativeAddon {
   return requireHere(platformPackage) as NativeAddon;
 }
 
+function nativeBackend(addon: NativeAddon): Backend {
+  return {
+    name: 'native',
+    execute: (req, inputs) => {
+      const r = addon.execute(req, inputs.map(bytesOf));
+      return decode(r.meta, views(r.buffers));
+    },
+    executeAsync: async (req, inputs) => {
+      const r = await addon.executeAsync(req, inputs.map(bytesOf));
+      return decode(r.meta, views(r.buffers));
+    },
+  };
+}
+
+/** The MPI build of the native addon (`native/crossdev-mpi.<platform>.node`, built by setup). */
+export interface MpiAddon extends NativeAddon {
+  mpiInit(): { rank: number; size: number; worker: string };
+  mpiFinalize(): void;
+}
+
+/**
+ * Loads the MPI build of the addon and makes it the core every later call uses (it is the native
+ * addon plus MPI's process group).
+ */
+export function loadMpiAddon(): MpiAddon {
+  const path = `${root}native/crossdev-mpi.${triple}.node`;
+  let addon: MpiAddon;
+  try {
+    addon = requireHere(path) as MpiAddon;
+  } catch (e) {
+    throw new CrossDeviceError(
+      'ERR_BACKEND',
+      `crossdev's MPI addon could not be loaded (${path}: ${(e as Error).message.split('\n')[0]}). ` +
+        'It is built from source by `npm run setup` where Open MPI is installed (Debian: openmpi-bin libopenmpi-dev).',
+    );
+  }
+  loaded = nativeBackend(addon);
+  return addon;
+}
+
 function loadNative(): Backend {
   // The addon built in this tree (`npm run setup`), then the platform package (an installed crossdev).
   const candidates: [string, () => NativeAddon][] = [
@@ -101,18 +141,7 @@ function loadNative(): Backend {
   const reasons: string[] = [];
   for (const [c, requireAddon] of candidates) {
     try {
-      const addon = requireAddon();
-      return {
-        name: 'native',
-        execute: (req, inputs) => {
-          const r = addon.execute(req, inputs.map(bytesOf));
-          return decode(r.meta, views(r.buffers));
-        },
-        executeAsync: async (req, inputs) => {
-          const r = await addon.executeAsync(req, inputs.map(bytesOf));
-          return decode(r.meta, views(r.buffers));
-        },
-      };
+      return nativeBackend(requireAddon());
     } catch (e) {
       reasons.push(`${c}: ${(e as Error).message.split('\n')[0]}`);
     }

@@ -3,6 +3,7 @@
  * data-parallel training) for Node.js, on a Rust core running natively or in WebAssembly.
  */
 export { backend, type BackendName } from './backend.js';
+export { finalize, init, type InitOptions, type World } from './world.js';
 export { canonicalizeDevice, resolveDevice } from './device.js';
 export { CrossDeviceError } from './errors.js';
 export {
@@ -13,6 +14,8 @@ export {
   MultiWorkerAllReduce,
   type AllReduceSpec,
   type CollectiveAllReduceOptions,
+  type CommunicationOptions,
+  type MultiWorkerAllReduceOptions,
   HierarchicalCopyAllReduce,
   NcclAllReduce,
   type AllReduceOptions,

@@ -262,7 +262,7 @@ export class MultiWorkerAllReduce extends CrossDeviceOps {
     workerDevices: readonly string[],
     numGpusPerWorker: number,
     allReduceSpec: AllReduceSpec = ['pscpu/pscpu', 2, -1],
-    options: AllReduceOptions = {},
+    options: MultiWorkerAllReduceOptions = {},
   ) {
     super();
     this.spec = {
@@ -273,19 +273,39 @@ export class MultiWorkerAllReduce extends CrossDeviceOps {
       numPacks: options.numPacks ?? 0,
       aggSmallGradsMaxBytes: options.aggSmallGradsMaxBytes ?? 0,
       aggSmallGradsMaxGroup: options.aggSmallGradsMaxGroup ?? 10,
+      timeoutSeconds: options.communicationOptions?.timeoutSeconds ?? null,
     };
     this.checked();
   }
 }
 
+/** Options of {@link MultiWorkerAllReduce}: packing, and timeouts across processes. */
+export interface MultiWorkerAllReduceOptions extends AllReduceOptions {
+  /** Timeouts across processes. */
+  communicationOptions?: CommunicationOptions;
+}
+
+/**
+ * TensorFlow 2's `CommunicationOptions` for ops across processes (after `init({ backend: 'mpi' })`).
+ */
+export interface CommunicationOptions {
+  /**
+   * How long an all-reduce waits for the other ranks before failing with `ERR_TIMEOUT` (naming
+   * the ranks that did not arrive) instead of hanging. Default 600.
+   */
+  timeoutSeconds?: number;
+}
+
 /** Options of {@link CollectiveAllReduce}. */
 export interface CollectiveAllReduceOptions {
-  /** Workers taking part (default 1). */
+  /** Workers taking part (default 1; across processes, the number of ranks). */
   numWorkers?: number;
   /** GPUs per worker, 0 for CPU workers (default 0). */
   numGpusPerWorker?: number;
   /** Variables launched together (default 32). */
   allReduceMergeScope?: number;
+  /** Timeouts across processes. */
+  communicationOptions?: CommunicationOptions;
 }
 
 /**
@@ -302,6 +322,7 @@ export class CollectiveAllReduce extends CrossDeviceOps {
       numWorkers: options.numWorkers ?? 1,
       numGpusPerWorker: options.numGpusPerWorker ?? 0,
       allReduceMergeScope: options.allReduceMergeScope ?? 32,
+      timeoutSeconds: options.communicationOptions?.timeoutSeconds ?? null,
     };
     this.checked();
   }

@@ -113,3 +113,37 @@ impl Task for ExecuteTask {
 pub fn execute_async(request: String, inputs: Vec<Uint8Array>) -> AsyncTask<ExecuteTask> {
     AsyncTask::new(ExecuteTask { request, inputs })
 }
+
+/// This process's place in an MPI job, from `mpiInit`.
+#[cfg(feature = "mpi")]
+#[napi(object)]
+pub struct MpiWorld {
+    /// This process's rank.
+    pub rank: u32,
+    /// Number of processes.
+    pub size: u32,
+    /// The worker this rank is: `/job:worker/replica:0/task:<rank>`.
+    pub worker: String,
+}
+
+/// Initialises MPI and installs its process group: from now on the cross-worker ops run
+/// across the job's processes. Errors come back as `{ error: { code, message } }` JSON, like
+/// every other call, so the facade raises one `CrossDeviceError`.
+#[cfg(feature = "mpi")]
+#[napi]
+pub fn mpi_init() -> std::result::Result<MpiWorld, napi::Error> {
+    let group = std::panic::catch_unwind(crossdev_mpi::init)
+        .map_err(|_| napi::Error::from_reason(r#"{"code":"ERR_INTERNAL","message":"MPI initialisation panicked"}"#))?
+        .map_err(|e| napi::Error::from_reason(format!(r#"{{"code":"{}","message":{:?}}}"#, e.code.as_str(), e.message)))?;
+    crossdev_core::group::install(group.clone());
+    use crossdev_core::group::ProcessGroup;
+    Ok(MpiWorld { rank: group.rank() as u32, size: group.size() as u32, worker: group.worker() })
+}
+
+/// Ends MPI for this process (once, at exit); the cross-worker ops run in one process again.
+#[cfg(feature = "mpi")]
+#[napi]
+pub fn mpi_finalize() {
+    crossdev_core::group::uninstall();
+    crossdev_mpi::finalize();
+}

@@ -89,9 +89,10 @@ pub trait ProcessGroup: Send + Sync {
     /// exactly crossdev's semantics (NaN wins MAX and MIN; half types are not MPI types).
     fn has_all_reduce(&self, dtype: DType, op: ReduceOp) -> bool;
 
-    /// Reduces `data` (elements of `dtype`) element-wise across all ranks in place with the
-    /// transport's own collective (MPI_Allreduce); only called where [`Self::has_all_reduce`].
-    fn all_reduce(&self, dtype: DType, op: ReduceOp, data: &mut [u8], wait: &Wait) -> Result<()>;
+    /// Reduces `input` (elements of `dtype`) element-wise across all ranks into `output` with
+    /// the transport's own collective (MPI_Allreduce); only called where
+    /// [`Self::has_all_reduce`].
+    fn all_reduce(&self, dtype: DType, op: ReduceOp, input: &[u8], output: &mut [u8], wait: &Wait) -> Result<()>;
 
     /// Every rank's `mine`, in rank order (all ranks call it).
     fn all_gather(&self, mine: &[u8], wait: &Wait) -> Result<Vec<Vec<u8>>> {

@@ -82,7 +82,7 @@ impl ProcessGroup for ThreadGroup {
         false
     }
 
-    fn all_reduce(&self, dtype: DType, op: ReduceOp, _data: &mut [u8], wait: &Wait) -> Result<()> {
+    fn all_reduce(&self, dtype: DType, op: ReduceOp, _input: &[u8], _output: &mut [u8], wait: &Wait) -> Result<()> {
         Err(CrossDeviceError::new(ErrorCode::Internal, format!("{}: a thread group has no all-reduce of {} {}", wait.what, op.name(), dtype.name())))
     }
 }

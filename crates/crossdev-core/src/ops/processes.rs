@@ -183,11 +183,12 @@ fn flat_typed<T: Element + Scalar>(group: &dyn ProcessGroup, op: ReduceOp, acros
     let xs: Vec<&[T]> = across.iter().map(|t| T::slice(&t.data).expect("dtype checked")).collect();
     let mut sum = output_vec::<T>(xs[0].len());
     reduce_n(op.combiner(), &xs, None, &mut sum);
-    group.all_reduce(across[0].dtype(), op.combiner(), bytemuck::cast_slice_mut(&mut sum), wait)?;
+    let mut all = output_vec::<T>(sum.len());
+    group.all_reduce(across[0].dtype(), op.combiner(), bytemuck::cast_slice(&sum), bytemuck::cast_slice_mut(&mut all), wait)?;
     if op == ReduceOp::Mean {
-        let mut mean = output_vec::<T>(sum.len());
-        reduce_n(ReduceOp::Sum, &[&sum], Some(total), &mut mean);
-        sum = mean;
+        reduce_n(ReduceOp::Sum, &[&all], Some(total), &mut sum);
+        std::mem::swap(&mut sum, &mut all);
     }
+    let sum = all;
     across.iter().map(|t| Tensor::new(t.shape.clone(), T::owned(to_vec(&sum)))).collect()
 }
