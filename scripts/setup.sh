@@ -107,7 +107,7 @@ if ! { command -v mpirun >/dev/null && dpkg -s libopenmpi-dev libclang-dev >/dev
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev libclang-dev >/dev/null
 fi
 MPI_FILE=native/crossdev-mpi.linux-x64-gnu.node
-if stale "$MPI_FILE" "${SOURCES[@]}" crates/crossdev-mpi; then
+if stale "$MPI_FILE" "${SOURCES[@]}" crates/crossdev-mpi crates/crossdev-cuda; then
   log "building the MPI addon (crossdev-node with the mpi feature)"
   cargo build --quiet --release -p crossdev-node --features mpi --target-dir target/mpi
   cp target/mpi/release/libcrossdev_node.so "$MPI_FILE"

@@ -161,3 +161,22 @@ else
     const [before, after] = line.match(/MSE ([\d.]+) → ([\d.]+)/)!.slice(1).map(Number);
     t.true(after < before, 'training lowered the loss');
   });
+
+const ncclTitle = "mpirun -np 2: init({ nccl: true }) without a GPU fails on every rank with ERR_NO_CUDA and rank 0's reason";
+if (skip) test.skip(`${ncclTitle} (skipped: ${skip})`, () => {});
+else
+  test(ncclTitle, (t) => {
+    const r = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, 'test/mpi/worker.mjs', 'nccl'], { encoding: 'utf8', timeout: 60_000 });
+    const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line & { joined?: boolean });
+    t.is(r.status, 0, r.stderr.slice(-2000));
+    t.is(lines.length, 2);
+    if (lines.some((l) => l.joined)) {
+      t.log('this machine has GPUs and NCCL: both ranks joined');
+      t.true(lines.every((l) => l.joined));
+      return;
+    }
+    for (const l of lines) {
+      t.is(l.code, 'ERR_NO_CUDA', l.message);
+      if (l.rank === 1) t.regex(l.message!, /NCCL bootstrap \(sharing ncclUniqueId\): rank 0 failed: /);
+    }
+  });

@@ -108,7 +108,7 @@ function nativeBackend(addon: NativeAddon): Backend {
 
 /** The MPI build of the native addon (`native/crossdev-mpi.<platform>.node`, built by setup). */
 export interface MpiAddon extends NativeAddon {
-  mpiInit(): { rank: number; size: number; worker: string };
+  mpiInit(options?: { nccl?: boolean; gpu?: number; timeoutSeconds?: number }): { rank: number; size: number; worker: string };
   mpiFinalize(): void;
 }
 

@@ -11,6 +11,16 @@ import { CrossDeviceError } from './errors.js';
 export interface InitOptions {
   /** The transport between processes: `'mpi'` (Open MPI, started with `mpirun`). */
   backend: 'mpi';
+  /**
+   * Run the flat all-reduces (`CollectiveAllReduce`, `nccl` specs) with NCCL on one GPU per rank,
+   * its communicator bootstrapped over MPI. `ERR_NO_CUDA` on every rank where rank 0 or this rank
+   * has no GPU or no NCCL.
+   */
+  nccl?: boolean;
+  /** This rank's GPU for NCCL (default: its rank on its machine, modulo the GPUs there). */
+  gpu?: number;
+  /** How long joining NCCL waits for the other ranks, in seconds (default 600). */
+  timeoutSeconds?: number;
 }
 
 /** This process's place in the job. */
@@ -39,8 +49,10 @@ export function init(options: InitOptions): World {
   const addon = loadMpiAddon();
   let w: { rank: number; size: number; worker: string };
   try {
-    w = addon.mpiInit();
+    w = addon.mpiInit({ nccl: options.nccl, gpu: options.gpu, timeoutSeconds: options.timeoutSeconds });
   } catch (e) {
+    // MPI itself may be up (NCCL failed to join): end it at exit all the same.
+    process.once('exit', () => addon.mpiFinalize());
     const { code, message } = JSON.parse((e as Error).message) as { code: string; message: string };
     throw new CrossDeviceError(code, message);
   }

@@ -4,6 +4,19 @@ import { appendFileSync } from 'node:fs';
 import * as crossdev from '../../dist/index.js';
 import { SPECS, runs, values, ops, bytes64, worker } from './cases.mjs';
 
+const what = process.argv[2];
+if (what === 'nccl') {
+  // Joining NCCL: on a machine without GPUs every rank fails with ERR_NO_CUDA, never a crash.
+  let result;
+  try {
+    const w = crossdev.init({ backend: 'mpi', nccl: true, timeoutSeconds: 10 });
+    result = { rank: w.rank, joined: true };
+  } catch (e) {
+    result = { rank: Number(process.env.OMPI_COMM_WORLD_RANK), code: e.code, message: e.message };
+  }
+  console.log(JSON.stringify({ case: what, ...result }));
+  process.exit(0);
+}
 const world = crossdev.init({ backend: 'mpi' });
 const { rank, size } = world;
 // One JSON line per result, to this rank's file when CROSSDEV_MPI_OUT names a folder (mpirun
@@ -23,7 +36,6 @@ async function reduceAll(name, dtype, op, opts = {}) {
   say({ case: name, dtype, op, results: out.map((m) => m.devices.map((d) => [d, bytes64(m.get(d))])) });
 }
 
-const what = process.argv[2];
 try {
   if (what === 'specs') {
     for (const spec of SPECS.filter((s) => runs(s, size))) await reduceAll(spec, 'float32', crossdev.ReduceOp.SUM);

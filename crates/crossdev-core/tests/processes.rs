@@ -237,3 +237,60 @@ fn a_rank_that_dies_is_reported_lost() {
         assert!(message.contains("rank 1"), "{message}");
     }
 }
+
+#[test]
+fn rank_zero_shares_a_secret_with_every_rank() {
+    use crossdev_core::group::bootstrap::share_from_root;
+    let got = ranks(4, |r| {
+        let group = crossdev_core::group::current().unwrap();
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let bytes = share_from_root(group.as_ref(), 128, || {
+            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((0..128u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect())
+        }, &Wait::new("NCCL bootstrap", Duration::from_secs(10)));
+        (bytes.unwrap(), made.into_inner(), r)
+    });
+    let want: Vec<u8> = (0..128u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    for (bytes, made, r) in got {
+        assert_eq!(bytes, want, "rank {r}");
+        assert_eq!(made, usize::from(r == 0), "only rank 0 makes the secret");
+    }
+}
+
+#[test]
+fn a_root_that_cannot_make_the_secret_fails_every_rank_with_its_reason() {
+    use crossdev_core::group::bootstrap::share_from_root;
+    let got = ranks(3, |_| {
+        let group = crossdev_core::group::current().unwrap();
+        share_from_root(group.as_ref(), 128, || Err(CrossDeviceError::new(ErrorCode::NoCuda, "NCCL was not found")), &Wait::new("NCCL bootstrap", Duration::from_secs(10)))
+    });
+    for (r, result) in got.into_iter().enumerate() {
+        let (code, message) = err(result);
+        assert_eq!(code, ErrorCode::NoCuda, "rank {r}");
+        assert!(message.contains("NCCL was not found"), "rank {r}: {message}");
+    }
+}
+
+#[test]
+fn the_secret_travels_through_a_file_without_a_group() {
+    use crossdev_core::group::bootstrap::share_via_file;
+    let dir = std::env::temp_dir().join(format!("crossdev-bootstrap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = Arc::new(dir.join("nccl-id"));
+    let readers: Vec<_> = (1..4)
+        .map(|r| {
+            let path = path.clone();
+            std::thread::spawn(move || share_via_file(&path, r, 128, || unreachable!("only rank 0 makes it"), Duration::from_secs(10)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let written = share_via_file(&path, 0, 128, || Ok(vec![7u8; 128]), Duration::from_secs(10)).unwrap();
+    for h in readers {
+        assert_eq!(h.join().unwrap().unwrap(), written);
+    }
+    // A reader with nobody writing gives up at its timeout, naming rank 0.
+    let (code, message) = err(share_via_file(&dir.join("absent"), 2, 128, || unreachable!(), Duration::from_millis(100)));
+    assert_eq!(code, ErrorCode::Timeout);
+    assert!(message.contains("rank 0 did not arrive"), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

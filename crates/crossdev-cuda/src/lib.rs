@@ -8,4 +8,5 @@
 pub mod executor;
 pub mod kernels;
 pub mod nccl;
+pub mod nccl_group;
 pub mod probe;

@@ -49,3 +49,41 @@ fn all_reduce_over_the_gpus_of_this_process() {
         }
     }
 }
+
+/// NCCL across processes, as one rank (the GPU machines have one GPU): the bootstrap shares
+/// the id over the group, and `CollectiveAllReduce` runs its flat all-reduce through NCCL,
+/// matching the ops' definitions for every dtype NCCL reduces.
+#[test]
+fn nccl_group_of_one_rank_runs_collective_all_reduce() {
+    use crossdev_core::group::threads::ThreadGroup;
+    use crossdev_core::group::{scoped, ProcessGroup};
+    use crossdev_core::ops::{CollectiveAllReduce, CrossDeviceOps};
+    use crossdev_core::values::{Destinations, PerDevice};
+    use crossdev_core::{Buffer, Tensor, Value};
+    use crossdev_cuda::nccl_group::NcclGroup;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let inner: Arc<dyn ProcessGroup> = Arc::new(ThreadGroup::new(1).remove(0));
+    let group = match NcclGroup::join(inner, None, Duration::from_secs(60)) {
+        Ok(g) => g,
+        Err(e) => {
+            assert_eq!(e.code, ErrorCode::NoCuda, "{e}");
+            return skip(&format!("no GPU or NCCL ({})", e.message));
+        }
+    };
+    assert_eq!(group.gpu(), 0);
+    assert!(group.has_all_reduce(crossdev_core::DType::Float32, ReduceOp::Sum));
+    // Two devices of the one rank (CollectiveAllReduce needs two): summed here, then NCCL.
+    let (device, second) = ("/job:worker/replica:0/task:0/device:GPU:0".to_string(), "/job:worker/replica:0/task:0/device:GPU:1".to_string());
+    let data: Vec<f32> = (0..4096).map(|i| (i % 13) as f32 - 6.5).collect();
+    let tensor = || Value::Dense(Tensor::new(vec![4096], Buffer::F32(data.clone().into())).unwrap());
+    let value = PerDevice::new([(device.clone(), tensor()), (second.clone(), tensor())]).unwrap();
+    let ops = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 2, all_reduce_merge_scope: 32, timeout: Some(Duration::from_secs(60)) };
+    let out = scoped(Arc::new(group), || ops.reduce(ReduceOp::Sum, crossdev_core::values::Input::PerDevice(value.clone()), &Destinations::Values(value.devices()))).unwrap();
+    for d in [&device, &second] {
+        let Value::Dense(t) = out.get(d).unwrap() else { panic!("dense") };
+        let Buffer::F32(got) = &t.data else { panic!("f32") };
+        let want: Vec<f32> = data.iter().map(|x| 2.0 * x).collect();
+        assert_eq!(&got[..], &want[..], "on {d}");
+    }
+}

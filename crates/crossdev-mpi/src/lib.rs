@@ -159,7 +159,7 @@ impl MpiGroup {
 
     /// The ranks that do not answer a roll call within `window`: dead, hung, or busy outside
     /// crossdev.
-    unsafe fn roll_call(&self, window: Duration) -> Vec<usize> {
+    unsafe fn absent_ranks(&self, window: Duration) -> Vec<usize> {
         let nonce = Instant::now().elapsed().as_nanos() as u64 ^ ((self.rank as u64) << 48) ^ std::process::id() as u64;
         let ping = nonce.to_le_bytes();
         let mut here = vec![false; self.size];
@@ -227,7 +227,7 @@ impl MpiGroup {
             }
             let window = roll_call_window(wait);
             if Instant::now() + window >= wait.deadline {
-                let missing = self.roll_call(window);
+                let missing = self.absent_ranks(window);
                 let e = wait.timed_out(&format!("while {doing}"), &missing);
                 return Err(self.give_up(pending, e));
             }
@@ -300,6 +300,12 @@ impl ProcessGroup for MpiGroup {
             }
             self.wait_all(&mut pending, &expected, wait, "exchanging messages")
         }
+    }
+
+    fn roll_call(&self, wait: &Wait) -> Vec<usize> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: MPI calls under the group's lock.
+        unsafe { self.absent_ranks(roll_call_window(wait)) }
     }
 
     fn has_all_reduce(&self, dtype: DType, op: ReduceOp) -> bool {

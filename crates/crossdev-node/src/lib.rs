@@ -126,18 +126,47 @@ pub struct MpiWorld {
     pub worker: String,
 }
 
-/// Initialises MPI and installs its process group: from now on the cross-worker ops run
-/// across the job's processes. Errors come back as `{ error: { code, message } }` JSON, like
-/// every other call, so the facade raises one `CrossDeviceError`.
+/// What `mpiInit` joins with.
+#[cfg(feature = "mpi")]
+#[napi(object)]
+pub struct MpiOptions {
+    /// Run the flat all-reduces on the GPUs with NCCL (one GPU per rank).
+    pub nccl: Option<bool>,
+    /// This rank's GPU for NCCL (default: its local rank modulo the machine's GPUs).
+    pub gpu: Option<u32>,
+    /// How long joining NCCL waits for rank 0's id, in seconds (default 600).
+    pub timeout_seconds: Option<f64>,
+}
+
+/// A `CrossDeviceError` as the JSON reason of a napi error (the facade turns it back).
+#[cfg(feature = "mpi")]
+fn reason(e: crossdev_core::CrossDeviceError) -> napi::Error {
+    napi::Error::from_reason(format!(r#"{{"code":"{}","message":{:?}}}"#, e.code.as_str(), e.message))
+}
+
+/// Initialises MPI and installs its process group (NCCL's, over MPI, when asked): from now on
+/// the cross-worker ops run across the job's processes. Errors come back as a JSON reason
+/// `{ code, message }`, so the facade raises one `CrossDeviceError`.
 #[cfg(feature = "mpi")]
 #[napi]
-pub fn mpi_init() -> std::result::Result<MpiWorld, napi::Error> {
-    let group = std::panic::catch_unwind(crossdev_mpi::init)
-        .map_err(|_| napi::Error::from_reason(r#"{"code":"ERR_INTERNAL","message":"MPI initialisation panicked"}"#))?
-        .map_err(|e| napi::Error::from_reason(format!(r#"{{"code":"{}","message":{:?}}}"#, e.code.as_str(), e.message)))?;
-    crossdev_core::group::install(group.clone());
+pub fn mpi_init(options: Option<MpiOptions>) -> std::result::Result<MpiWorld, napi::Error> {
     use crossdev_core::group::ProcessGroup;
-    Ok(MpiWorld { rank: group.rank() as u32, size: group.size() as u32, worker: group.worker() })
+    let options = options.unwrap_or(MpiOptions { nccl: None, gpu: None, timeout_seconds: None });
+    let joined = std::panic::catch_unwind(|| -> crossdev_core::Result<(std::sync::Arc<dyn ProcessGroup>, String)> {
+        let mpi = crossdev_mpi::init()?;
+        let worker = mpi.worker();
+        if !options.nccl.unwrap_or(false) {
+            return Ok((mpi, worker));
+        }
+        let timeout = std::time::Duration::from_secs_f64(options.timeout_seconds.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(600.0));
+        let group = crossdev_cuda::nccl_group::NcclGroup::join(mpi, options.gpu.map(|g| g as usize), timeout)?;
+        Ok((std::sync::Arc::new(group), worker))
+    })
+    .map_err(|_| reason(crossdev_core::CrossDeviceError::new(crossdev_core::ErrorCode::Internal, "joining the MPI job panicked")))?
+    .map_err(reason)?;
+    let (group, worker) = joined;
+    crossdev_core::group::install(group.clone());
+    Ok(MpiWorld { rank: group.rank() as u32, size: group.size() as u32, worker })
 }
 
 /// Ends MPI for this process (once, at exit); the cross-worker ops run in one process again.

@@ -6,6 +6,7 @@
 //! become messages of the group's transport. The transport (MPI in `crossdev-mpi`, threads in
 //! [`threads`] for tests) lives outside the algorithms, which stay written once.
 
+pub mod bootstrap;
 pub mod threads;
 
 use crate::dtype::DType;
@@ -93,6 +94,12 @@ pub trait ProcessGroup: Send + Sync {
     /// the transport's own collective (MPI_Allreduce); only called where
     /// [`Self::has_all_reduce`].
     fn all_reduce(&self, dtype: DType, op: ReduceOp, input: &[u8], output: &mut [u8], wait: &Wait) -> Result<()>;
+
+    /// The ranks that do not answer a roll call now (dead, hung, or not in a crossdev op),
+    /// within a small share of `wait`'s timeout; empty when the transport cannot tell.
+    fn roll_call(&self, _wait: &Wait) -> Vec<usize> {
+        Vec::new()
+    }
 
     /// Every rank's `mine`, in rank order (all ranks call it).
     fn all_gather(&self, mine: &[u8], wait: &Wait) -> Result<Vec<Vec<u8>>> {
