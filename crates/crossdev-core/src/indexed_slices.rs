@@ -113,10 +113,7 @@ fn scatter_add<T: Element + Scalar>(values: &[T], idx: &[i64], width: usize, len
 
 /// Concatenates buffers of one dtype (checked by the caller).
 pub(crate) fn concat_buffers(parts: &[&Buffer]) -> Buffer<'static> {
-    fn cat<T: Scalar>(parts: &[&Buffer]) -> Vec<T> {
-        parts.iter().flat_map(|p| T::slice(p).expect("dtypes checked").iter().copied()).collect()
-    }
-    map_buffer!(parts[0], _first => cat(parts))
+    crate::pack::regroup_buffers(parts, &[parts.iter().map(|p| p.len()).sum()]).remove(0)
 }
 
 /// Concatenates slices (SPEC §1.16 `aggregate_tensors_or_indexed_slices`, IS branch): values and

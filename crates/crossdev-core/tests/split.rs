@@ -54,3 +54,28 @@ fn split_helpers_give_tensorflows_errors() {
     assert_eq!(message(strip_padding(&[two_d.clone()], 1).map(|_| ())), "tensors must be 1D");
     assert_eq!(message(strip_padding(&[t(&[1.0], vec![1])], 2).map(|_| ())), "pad_len longer than tensor");
 }
+
+#[test]
+fn regroup_is_a_concat_then_a_split_for_any_boundaries() {
+    use crossdev_core::kernels::copy::regroup;
+    // Part and output sizes with empty pieces, tiny ones, and ones across parallel chunks.
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[3, 0, 5, 1], &[2, 2, 0, 5]),
+        (&[0, 0, 7], &[7]),
+        (&[1 << 17, 5, (1 << 16) + 3], &[10, (1 << 17) + (1 << 16) - 2, 0]),
+        (&[300_000], &[100_000, 100_000, 100_000]),
+        (&[], &[]),
+    ];
+    for (parts, outs) in cases {
+        let mut next = 0u32;
+        let srcs: Vec<Vec<u32>> = parts.iter().map(|&n| (0..n).map(|_| { next += 1; next }).collect()).collect();
+        let flat: Vec<u32> = srcs.concat();
+        let mut got: Vec<Vec<u32>> = outs.iter().map(|&n| vec![0; n]).collect();
+        regroup(&srcs.iter().map(|v| v.as_slice()).collect::<Vec<_>>(), &mut got.iter_mut().map(|v| v.as_mut_slice()).collect::<Vec<_>>());
+        let mut at = 0;
+        for (o, g) in got.iter().enumerate() {
+            assert_eq!(g[..], flat[at..at + g.len()], "parts {parts:?} outs {outs:?}: output {o}");
+            at += g.len();
+        }
+    }
+}

@@ -19,3 +19,58 @@ pub fn to_vec<T: bytemuck::Pod + Send + Sync>(src: &[T]) -> Vec<T> {
     copy(src, &mut out);
     out
 }
+
+/// Copies the concatenation of `parts` into consecutive `outs` (a concat and a split in one pass
+/// over memory, total lengths equal): every piece where a part and an output overlap is one
+/// `memcpy`, large ones cut into cache-sized chunks, all spread over threads.
+pub fn regroup<T: Copy + Send + Sync>(parts: &[&[T]], outs: &mut [&mut [T]]) {
+    // (part, offset in part, output, offset in output, length)
+    let mut pieces: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
+    let (mut p, mut po, mut o, mut oo) = (0, 0, 0, 0);
+    while p < parts.len() && o < outs.len() {
+        let n = (parts[p].len() - po).min(outs[o].len() - oo);
+        #[cfg(feature = "parallel")]
+        let step = super::PAR_CHUNK;
+        #[cfg(not(feature = "parallel"))]
+        let step = usize::MAX;
+        let mut done = 0;
+        while done < n {
+            let len = (n - done).min(step);
+            pieces.push((p, po + done, o, oo + done, len));
+            done += len;
+        }
+        po += n;
+        oo += n;
+        if po == parts[p].len() {
+            p += 1;
+            po = 0;
+        }
+        if o < outs.len() && oo == outs[o].len() {
+            o += 1;
+            oo = 0;
+        }
+        // Skip empty parts and outputs.
+        while p < parts.len() && parts[p].is_empty() {
+            p += 1;
+        }
+        while o < outs.len() && outs[o].is_empty() {
+            o += 1;
+        }
+    }
+    let bases: Vec<(usize, usize)> = outs.iter_mut().map(|x| (x.as_mut_ptr() as usize, x.len())).collect();
+    let run = |&(p, po, o, oo, len): &(usize, usize, usize, usize, usize)| {
+        let (base, olen) = bases[o];
+        debug_assert!(oo + len <= olen);
+        // SAFETY: pieces write disjoint ranges of the outputs (each output element belongs to
+        // exactly one piece), inside their bounds; `outs` is borrowed mutably for the call.
+        let dst = unsafe { std::slice::from_raw_parts_mut((base as *mut T).add(oo), len) };
+        dst.copy_from_slice(&parts[p][po..po + len]);
+    };
+    #[cfg(feature = "parallel")]
+    if pieces.len() > 1 && pieces.iter().map(|x| x.4).sum::<usize>() >= 2 * super::PAR_CHUNK && super::outermost() {
+        use rayon::prelude::*;
+        pieces.par_iter().for_each(run);
+        return;
+    }
+    pieces.iter().for_each(run);
+}

@@ -1,7 +1,8 @@
 //! `ConcatAndSplitPacker`: concatenate all of a device's gradients and split the result into
 //! `num_packs` nearly equal packs (the remainder goes to the last; packs may be empty).
 
-use super::{check_isomorphic, concat_flat, split_flat};
+use super::{check_isomorphic, regroup_flat, shaped};
+use crate::tensor::num_elements;
 use crate::error::{fail, ErrorCode, Result};
 use crate::tensor::Tensor;
 
@@ -40,10 +41,10 @@ impl ConcatAndSplitPacker {
         let mut packed = Vec::with_capacity(device_grads.len());
         let mut shapes = Vec::with_capacity(device_grads.len());
         for grads in device_grads {
-            let flat = concat_flat(&grads.iter().collect::<Vec<_>>())?;
-            let total = flat.num_elements();
-            let sizes: Vec<Vec<usize>> = (0..k).map(|i| vec![if i + 1 < k { total / k } else { total - (k - 1) * (total / k) }]).collect();
-            packed.push(split_flat(&flat, &sizes)?);
+            let total: usize = grads.iter().map(|g| g.num_elements()).sum();
+            let sizes: Vec<usize> = (0..k).map(|i| if i + 1 < k { total / k } else { total - (k - 1) * (total / k) }).collect();
+            let packs = regroup_flat(&grads.iter().collect::<Vec<_>>(), &sizes)?;
+            packed.push(shaped(packs, &sizes.iter().map(|&n| vec![n]).collect::<Vec<_>>())?);
             shapes.push(grads.iter().map(|g| g.shape.clone()).collect());
         }
         Ok((packed, ConcatSplitInfo { shapes }))
@@ -54,7 +55,10 @@ impl ConcatAndSplitPacker {
         reduced
             .iter()
             .zip(&info.shapes)
-            .map(|(packs, shapes)| split_flat(&concat_flat(&packs.iter().collect::<Vec<_>>())?, shapes))
+            .map(|(packs, shapes)| {
+                let sizes: Vec<usize> = shapes.iter().map(|s| num_elements(s)).collect();
+                shaped(regroup_flat(&packs.iter().collect::<Vec<_>>(), &sizes)?, shapes)
+            })
             .collect()
     }
 }

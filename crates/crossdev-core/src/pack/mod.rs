@@ -14,10 +14,11 @@ pub use concat_split::ConcatAndSplitPacker;
 pub use small_tensors::{extract_ranges, AggregateSmallTensorPacker};
 
 use crate::error::{fail, ErrorCode, Result};
-use crate::tensor::{num_elements, Buffer, Tensor};
+use crate::tensor::{num_elements, Buffer, Scalar, Tensor};
 
-/// The flat concatenation of `tensors` (one dtype required).
-pub(crate) fn concat_flat(tensors: &[&Tensor]) -> Result<Tensor<'static>> {
+/// The concatenation of `tensors` (one dtype required) regrouped into flat tensors of `sizes`
+/// elements (summing to their total): a concat and a split in one pass over memory.
+pub(crate) fn regroup_flat(tensors: &[&Tensor], sizes: &[usize]) -> Result<Vec<Buffer<'static>>> {
     let Some(first) = tensors.first() else {
         return fail(ErrorCode::InvalidArgument, "nothing to pack");
     };
@@ -27,24 +28,37 @@ pub(crate) fn concat_flat(tensors: &[&Tensor]) -> Result<Tensor<'static>> {
             format!("Cannot pack tensors of different dtypes: {} and {}", first.dtype().name(), t.dtype().name()),
         );
     }
-    let parts: Vec<&Buffer> = tensors.iter().map(|t| &t.data).collect();
-    let data = crate::indexed_slices::concat_buffers(&parts);
-    let len = data.len();
-    Tensor::new(vec![len], data)
+    let total: usize = tensors.iter().map(|t| t.num_elements()).sum();
+    if sizes.iter().sum::<usize>() != total {
+        return fail(ErrorCode::Internal, format!("regrouping {total} elements into pieces of {sizes:?}"));
+    }
+    Ok(regroup_buffers(&tensors.iter().map(|t| &t.data).collect::<Vec<_>>(), sizes))
+}
+
+/// `parts` (one dtype) end to end, regrouped into buffers of `sizes` elements.
+pub(crate) fn regroup_buffers(parts: &[&Buffer], sizes: &[usize]) -> Vec<Buffer<'static>> {
+    crate::for_dtype!(parts[0].dtype(), T => {
+        let srcs: Vec<&[T]> = parts.iter().map(|p| T::slice(p).expect("dtypes checked")).collect();
+        let mut outs: Vec<Vec<T>> = sizes.iter().map(|&n| crate::kernels::output_vec(n)).collect();
+        crate::kernels::copy::regroup(&srcs, &mut outs.iter_mut().map(|v| v.as_mut_slice()).collect::<Vec<_>>());
+        outs.into_iter().map(T::owned).collect()
+    })
+}
+
+/// The flat concatenation of `tensors` (one dtype required).
+pub(crate) fn concat_flat(tensors: &[&Tensor]) -> Result<Tensor<'static>> {
+    let total = tensors.iter().map(|t| t.num_elements()).sum();
+    Tensor::new(vec![total], regroup_flat(tensors, &[total])?.remove(0))
 }
 
 /// Splits flat `t` into tensors of `shapes` (their element counts must sum to its length).
 pub(crate) fn split_flat(t: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor<'static>>> {
-    let mut offset = 0;
-    shapes
-        .iter()
-        .map(|shape| {
-            let n = num_elements(shape);
-            let data = crate::map_buffer!(&t.data, v => v[offset..offset + n].to_vec());
-            offset += n;
-            Tensor::new(shape.clone(), data)
-        })
-        .collect()
+    shaped(regroup_flat(&[t], &shapes.iter().map(|s| num_elements(s)).collect::<Vec<_>>())?, shapes)
+}
+
+/// Gives each flat buffer its shape.
+pub(crate) fn shaped(bufs: Vec<Buffer<'static>>, shapes: &[Vec<usize>]) -> Result<Vec<Tensor<'static>>> {
+    bufs.into_iter().zip(shapes).map(|(b, s)| Tensor::new(s.clone(), b)).collect()
 }
 
 /// Checks that every device lists as many gradients as the first.
