@@ -405,6 +405,16 @@ test(`[${B}] CollectiveAllReduce: a batch of gradients of mixed sizes, and merge
   }
 });
 
+test(`[${B}] CollectiveAllReduce with communicationOptions.bytesPerPack packs by size and gives the same sums`, async (t) => {
+  for (const bytesPerPack of [1, 64, 4096, 1 << 24]) {
+    const ops = new CollectiveAllReduce({ numWorkers: 3, numGpusPerWorker: 2, communicationOptions: { bytesPerPack } });
+    await checkGradientBatch(t, ops, collectiveDevices(2));
+  }
+  for (const bad of [-1, 1.5]) {
+    throwsCde(t, () => new CollectiveAllReduce({ numWorkers: 3, communicationOptions: { bytesPerPack: bad } }), `Argument \`bytes_per_pack\` must be >=0, Received ${bad}.`);
+  }
+});
+
 test(`[${B}] CollectiveAllReduce rejects IndexedSlices`, async (t) => {
   const devices = collectiveDevices(0);
   const slices = (dev: string) => new IndexedSlices(tensor([[1, 2]], undefined, { device: dev }), tensor(Int32Array.of(1), [1], { device: dev }), [5, 2]);

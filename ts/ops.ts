@@ -294,6 +294,13 @@ export interface CommunicationOptions {
    * the ranks that did not arrive) instead of hanging. Default 600.
    */
   timeoutSeconds?: number;
+  /**
+   * `CollectiveAllReduce` only: above 0, the dense values of a batch (last first, as backprop
+   * produces them) are grouped into packs that close once they hold more than this many bytes,
+   * and each pack is all-reduced as one flat tensor (TensorFlow 2's graph mode). 0 (default):
+   * each value on its own (its eager mode).
+   */
+  bytesPerPack?: number;
 }
 
 /** Options of {@link CollectiveAllReduce}. */
@@ -323,6 +330,7 @@ export class CollectiveAllReduce extends CrossDeviceOps {
       numGpusPerWorker: options.numGpusPerWorker ?? 0,
       allReduceMergeScope: options.allReduceMergeScope ?? 32,
       timeoutSeconds: options.communicationOptions?.timeoutSeconds ?? null,
+      bytesPerPack: options.communicationOptions?.bytesPerPack ?? null,
     };
     this.checked();
   }

@@ -76,7 +76,7 @@ enum OpsW {
         agg_small_grads_max_group: i64,
         timeout_seconds: Option<f64>,
     },
-    CollectiveAllReduce { num_workers: usize, num_gpus_per_worker: usize, all_reduce_merge_scope: usize, timeout_seconds: Option<f64> },
+    CollectiveAllReduce { num_workers: usize, num_gpus_per_worker: usize, all_reduce_merge_scope: usize, timeout_seconds: Option<f64>, bytes_per_pack: Option<f64> },
     HierarchicalCopyAllReduce { num_packs: i64 },
 }
 
@@ -398,12 +398,16 @@ fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             )?
             .with_timeout(timeout(timeout_seconds)?),
         )),
-        OpsW::CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout_seconds } => {
+        OpsW::CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout_seconds, bytes_per_pack } => {
             if all_reduce_merge_scope == 0 {
                 return fail(ErrorCode::InvalidArgument, "all_reduce_merge_scope must be at least 1");
             }
             let timeout = timeout(timeout_seconds)?;
-            Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout }))
+            let bytes_per_pack = match bytes_per_pack.unwrap_or(0.0) {
+                b if b >= 0.0 && b.fract() == 0.0 && b <= usize::MAX as f64 => b as usize,
+                b => return fail(ErrorCode::InvalidArgument, format!("Argument `bytes_per_pack` must be >=0, Received {b}.")),
+            };
+            Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout, bytes_per_pack }))
         }
         OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce"),
         OpsW::HierarchicalCopyAllReduce { num_packs } => {

@@ -530,7 +530,7 @@ fn collective_reduces_across_three_workers() {
     for g in [0usize, 1, 2] {
         let devices = collective_devices(g);
         let n = devices.len();
-        let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: g, all_reduce_merge_scope: 32, timeout: None };
+        let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: g, all_reduce_merge_scope: 32, timeout: None, bytes_per_pack: 0 };
         let canonical: Vec<String> = devices.iter().map(|d| canon(d)).collect();
         let pd = pd_f32(&devices, &[1], |d| vec![d as f32]);
         let pd2 = pd_f32(&devices, &[1], |d| vec![d as f32 + 1.0]);
@@ -559,15 +559,20 @@ fn collective_reduces_across_three_workers() {
             }
         }
         for scope in [1, 2, 32] {
-            let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: g, all_reduce_merge_scope: scope, timeout: None };
+            let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: g, all_reduce_merge_scope: scope, timeout: None, bytes_per_pack: 0 };
             check_gradient_batch(&ops, &devices, &shapes(&[&[], &[3], &[0], &[150], &[2, 2]]), &format!("g={g} scope={scope}"));
+        }
+        // Packed by size (every value alone, a few packs, one pack): the same sums.
+        for bytes_per_pack in [1, 16, 100, 1 << 20] {
+            let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: g, all_reduce_merge_scope: 32, timeout: None, bytes_per_pack };
+            check_gradient_batch(&ops, &devices, &shapes(&[&[], &[3], &[0], &[150], &[2, 2], &[7, 3]]), &format!("g={g} bytes_per_pack={bytes_per_pack}"));
         }
     }
 }
 
 #[test]
 fn collective_errors() {
-    let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: 0, all_reduce_merge_scope: 32, timeout: None };
+    let ops = CollectiveAllReduce { num_workers: 3, num_gpus_per_worker: 0, all_reduce_merge_scope: 32, timeout: None, bytes_per_pack: 0 };
     let devices = collective_devices(0);
     let sparse = PerDevice::new(devices.iter().map(|d| (d.clone(), Value::Sparse(is32(&[1.0, 2.0], 2, &[1], &[3, 2]))))).unwrap();
     let msg = "`IndexSlices` is not supported for Collective All-Reduce.";
@@ -577,7 +582,7 @@ fn collective_errors() {
     let pairs = vec![(dense.clone(), Destinations::Values(dense.devices())), (sparse.clone(), Destinations::Values(sparse.devices()))];
     assert_eq!(err(ops.batch_reduce(ReduceOp::Sum, &pairs)).1, msg);
     // One local device and one worker: a group of 1.
-    let single = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 0, all_reduce_merge_scope: 32, timeout: None };
+    let single = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 0, all_reduce_merge_scope: 32, timeout: None, bytes_per_pack: 0 };
     let one = pd_f32(&strings(&["/cpu:0"]), &[1], |_| vec![1.0]);
     let msg = "num_workers * len(input_tensors) must be 2 or greater";
     assert_eq!(err(single.reduce(ReduceOp::Sum, Input::PerDevice(one.clone()), &Destinations::Device("/cpu:0".into()))), (ErrorCode::InvalidArgument, msg.to_string()));
@@ -586,7 +591,7 @@ fn collective_errors() {
     let two = pd_f32(&strings(&["/job:worker/task:0", "/job:worker/task:1"]), &[1], |d| vec![d as f32]);
     assert!(err(ops.reduce(ReduceOp::Sum, Input::PerDevice(two.clone()), &Destinations::Values(two.devices()))).1.starts_with("CollectiveAllReduce over 3 workers"));
     // Two local GPUs, one worker: fine.
-    let local = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 2, all_reduce_merge_scope: 32, timeout: None };
+    let local = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 2, all_reduce_merge_scope: 32, timeout: None, bytes_per_pack: 0 };
     let gpus = strings(&["/device:GPU:0", "/device:GPU:1"]);
     reduction_checks(&local, &gpus, "local collective");
 }

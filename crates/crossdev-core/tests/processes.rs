@@ -125,7 +125,7 @@ fn packed_multi_worker_across_ranks_equals_one_process() {
 fn collective_across_ranks_equals_one_process() {
     for (w, g) in [(2, 1), (3, 2), (4, 2)] {
         let make = move || -> Box<dyn CrossDeviceOps> {
-            Box::new(CollectiveAllReduce { num_workers: w, num_gpus_per_worker: g, all_reduce_merge_scope: 32, timeout: None })
+            Box::new(CollectiveAllReduce { num_workers: w, num_gpus_per_worker: g, all_reduce_merge_scope: 32, timeout: None, bytes_per_pack: 0 })
         };
         check_across_ranks(make, w, g, shapes());
     }
@@ -170,7 +170,7 @@ fn buffer(dtype: DType, xs: &[f32]) -> Buffer<'static> {
 }
 
 fn collective(w: usize, timeout: Duration) -> CollectiveAllReduce {
-    CollectiveAllReduce { num_workers: w, num_gpus_per_worker: 1, all_reduce_merge_scope: 32, timeout: Some(timeout) }
+    CollectiveAllReduce { num_workers: w, num_gpus_per_worker: 1, all_reduce_merge_scope: 32, timeout: Some(timeout), bytes_per_pack: 0 }
 }
 
 #[test]

@@ -78,7 +78,7 @@ fn nccl_group_of_one_rank_runs_collective_all_reduce() {
     let data: Vec<f32> = (0..4096).map(|i| (i % 13) as f32 - 6.5).collect();
     let tensor = || Value::Dense(Tensor::new(vec![4096], Buffer::F32(data.clone().into())).unwrap());
     let value = PerDevice::new([(device.clone(), tensor()), (second.clone(), tensor())]).unwrap();
-    let ops = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 2, all_reduce_merge_scope: 32, timeout: Some(Duration::from_secs(60)) };
+    let ops = CollectiveAllReduce { num_workers: 1, num_gpus_per_worker: 2, all_reduce_merge_scope: 32, timeout: Some(Duration::from_secs(60)), bytes_per_pack: 0 };
     let out = scoped(Arc::new(group), || ops.reduce(ReduceOp::Sum, crossdev_core::values::Input::PerDevice(value.clone()), &Destinations::Values(value.devices()))).unwrap();
     for d in [&device, &second] {
         let Value::Dense(t) = out.get(d).unwrap() else { panic!("dense") };

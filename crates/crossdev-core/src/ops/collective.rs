@@ -11,6 +11,8 @@ use super::CrossDeviceOps;
 use crate::algo::two_level::split_by_task;
 use crate::device::{canonicalize, DeviceSpec};
 use crate::error::{fail, ErrorCode, Result};
+use crate::pack::{group_by_size, regroup_flat, shaped};
+use crate::tensor::Tensor;
 use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
 use std::time::Duration;
@@ -27,6 +29,11 @@ pub struct CollectiveAllReduce {
     /// How long an all-reduce across processes waits for the other ranks (TF 2's
     /// `CommunicationOptions.timeout_seconds`); `None`: [`DEFAULT_TIMEOUT`](super::processes::DEFAULT_TIMEOUT).
     pub timeout: Option<Duration>,
+    /// TF 2's `CommunicationOptions.bytes_per_pack`: above 0, the dense values (last first, as
+    /// backprop produces them) are grouped by [`group_by_size`] and each group is concatenated
+    /// into one all-reduce (TensorFlow's graph mode); 0 all-reduces each value on its own (its
+    /// eager mode).
+    pub bytes_per_pack: usize,
 }
 
 /// `CollectiveKeys.get_group_key`'s identity of a device set: `TYPE:index` of each device (job,
@@ -70,15 +77,43 @@ impl CollectiveAllReduce {
             return fail(ErrorCode::InvalidArgument, "num_workers * len(input_tensors) must be 2 or greater");
         }
         let count = grads[0].len();
-        crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(&devices).unwrap_or_default()));
-        let mut reduced: Vec<Vec<_>> = grads.iter().map(|_| Vec::with_capacity(count)).collect();
+        crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(devices).unwrap_or_default()));
         for i in 0..count {
-            let across: Vec<_> = grads.iter().map(|g| &g[i]).collect();
-            check_across(&across)?;
-            for (d, t) in runner.flat(&local, op, &across)?.into_iter().enumerate() {
-                reduced[d].push(t);
+            check_across(&grads.iter().map(|g| &g[i]).collect::<Vec<_>>())?;
+        }
+        // Packs of variable indices: one per variable, or grouped by size from the last.
+        let packs: Vec<Vec<usize>> = if self.bytes_per_pack == 0 {
+            (0..count).map(|i| vec![i]).collect()
+        } else {
+            let reversed: Vec<usize> = (0..count).rev().collect();
+            let bytes: Vec<usize> = reversed.iter().map(|&i| grads[0][i].num_elements() * grads[0][i].dtype().size()).collect();
+            group_by_size(&bytes, self.bytes_per_pack).into_iter().map(|g| g.into_iter().map(|k| reversed[k]).collect()).collect()
+        };
+        let mut reduced: Vec<Vec<Option<Tensor<'static>>>> = grads.iter().map(|_| vec![None; count]).collect();
+        for pack in &packs {
+            let sizes: Vec<usize> = pack.iter().map(|&i| grads[0][i].num_elements()).collect();
+            let flat: Vec<Tensor> = grads
+                .iter()
+                .map(|g| {
+                    let parts: Vec<&Tensor> = pack.iter().map(|&i| &g[i]).collect();
+                    match parts.as_slice() {
+                        [one] => Ok(one.view()),
+                        _ => Ok(Tensor::new(vec![sizes.iter().sum()], regroup_flat(&parts, &[sizes.iter().sum()])?.remove(0))?),
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let all = runner.flat(&local, op, &flat.iter().collect::<Vec<_>>())?;
+            for (d, t) in all.into_iter().enumerate() {
+                let pieces = match pack.as_slice() {
+                    [_] => vec![t],
+                    _ => shaped(regroup_flat(&[&t], &sizes)?, &pack.iter().map(|&i| grads[d][i].shape.clone()).collect::<Vec<_>>())?,
+                };
+                for (&i, piece) in pack.iter().zip(pieces) {
+                    reduced[d][i] = Some(piece);
+                }
             }
         }
+        let reduced = reduced.into_iter().map(|per| per.into_iter().map(|t| t.expect("every variable is in one pack")).collect()).collect();
         ungroup(&local, reduced)
     }
 

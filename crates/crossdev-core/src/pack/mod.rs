@@ -18,7 +18,7 @@ use crate::tensor::{num_elements, Buffer, Scalar, Tensor};
 
 /// The concatenation of `tensors` (one dtype required) regrouped into flat tensors of `sizes`
 /// elements (summing to their total): a concat and a split in one pass over memory.
-pub(crate) fn regroup_flat(tensors: &[&Tensor], sizes: &[usize]) -> Result<Vec<Buffer<'static>>> {
+pub fn regroup_flat(tensors: &[&Tensor], sizes: &[usize]) -> Result<Vec<Buffer<'static>>> {
     let Some(first) = tensors.first() else {
         return fail(ErrorCode::InvalidArgument, "nothing to pack");
     };
@@ -57,7 +57,7 @@ pub(crate) fn split_flat(t: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor
 }
 
 /// Gives each flat buffer its shape.
-pub(crate) fn shaped(bufs: Vec<Buffer<'static>>, shapes: &[Vec<usize>]) -> Result<Vec<Tensor<'static>>> {
+pub fn shaped(bufs: Vec<Buffer<'static>>, shapes: &[Vec<usize>]) -> Result<Vec<Tensor<'static>>> {
     bufs.into_iter().zip(shapes).map(|(b, s)| Tensor::new(s.clone(), b)).collect()
 }
 
