@@ -2,14 +2,13 @@
  * Case `resnet50`: ResNet-50's gradient list (161 float32 tensors, 25,557,032 parameters; shapes
  * in `benches/models/resnet50.json`) on N devices, all-reduced (the sum on every device) through
  * `batchReduce`, without and with packing, against one flat all-reduce of all 25.6 M elements by
- * the same op in the same run. crossdev has no op option `bytesPerPack` (TF 2's
- * `CommunicationOptions.bytes_per_pack`); its row composes one from public pieces:
- * `utils.groupBySize` on the reversed list (as TF 2 does), each pack concatenated into a
- * preallocated buffer per device, one `batchReduce` of the packs, results split back as views.
+ * the same op in the same run: `ReductionToOneDevice`, `AllReduceCrossDeviceOps('nccl')` with no
+ * packing, `numPacks` and small-tensor aggregation, and `CollectiveAllReduce` unpacked and with
+ * TF 2's `communicationOptions.bytesPerPack`.
  */
 import { readFileSync } from 'node:fs';
 import { copyBandwidth } from '../ts/measure.js';
-import type { CrossDeviceOps, Mirrored, Tensor } from '../ts/index.js';
+import type { CrossDeviceOps, Mirrored } from '../ts/index.js';
 import { BACKENDS, type CaseReport, checkMirrored, expectedSum, formatUs, human, makeInput, measure, onBackend, printTable, times, type Measured, type Timing } from './lib.js';
 
 /** The model file: `{ tensors, parameters, shapes: [{ name, shape }] }`. */
@@ -78,36 +77,7 @@ export async function crossdevRows(a: { devices: number; shapes: number[][]; tim
   const collective = new cd.CollectiveAllReduce();
   const { numPacks, aggSmallGradsMaxBytes: maxBytes, aggSmallGradsMaxGroup: maxGroup, bytesPerPack } = a.packing;
 
-  // bytesPerPack, composed: TF 2 groups the reversed list; each pack is one buffer per device.
-  const reversed = counts.map((_, t) => counts.length - 1 - t);
-  const packs = cd.utils.groupBySize(reversed.map((t) => counts[t] * 4), bytesPerPack).map((g) => g.map((j) => reversed[j]));
-  const packBuffers = packs.map((p) => names.map(() => new Float32Array(p.reduce((s, t) => s + counts[t], 0))));
-  const packed = async () => {
-    const packPairs = packs.map((p, k) => {
-      const pd = new PerDevice(
-        names.map((dn, d) => {
-          const buf = packBuffers[k][d];
-          let at = 0;
-          for (const t of p) {
-            buf.set(grads[d][t].data as Float32Array, at);
-            at += counts[t];
-          }
-          return [dn, tensor(buf, [buf.length], { device: dn })] as const;
-        }),
-      );
-      return [pd, pd] as const;
-    });
-    const reduced = await unpacked.batchReduce(ReduceOp.SUM, packPairs);
-    const out: Mirrored[] = new Array(counts.length);
-    packs.forEach((p, k) => {
-      let at = 0;
-      for (const t of p) {
-        out[t] = new cd.Mirrored(reduced[k].devices.map((d) => [d, tensor(((reduced[k].get(d) as Tensor).data as Float32Array).subarray(at, at + counts[t]), a.shapes[t], { device: d })] as const));
-        at += counts[t];
-      }
-    });
-    return out;
-  };
+  const byBytes = new cd.CollectiveAllReduce({ communicationOptions: { bytesPerPack } });
 
   const list = (op: string, options: string, o: CrossDeviceOps): Job => ({ op, options, input: 'list', run: () => o.batchReduce(ReduceOp.SUM, pairs), check: checkList });
   const flatJob = (op: string, options: string, o: CrossDeviceOps): Job => ({ op, options, input: 'flat', run: () => o.reduce(ReduceOp.SUM, flatPd, flatPd), check: checkFlat });
@@ -119,9 +89,9 @@ export async function crossdevRows(a: { devices: number; shapes: number[][]; tim
     list(NCCL, '{ numPacks: 0 }', unpacked),
     ...numPacks.map((k) => list(NCCL, `{ numPacks: ${k} }`, nccl({ numPacks: k }))),
     list(NCCL, `{ numPacks: 0, aggSmallGradsMaxBytes: ${maxBytes}, aggSmallGradsMaxGroup: ${maxGroup} }`, nccl({ numPacks: 0, aggSmallGradsMaxBytes: maxBytes, aggSmallGradsMaxGroup: maxGroup })),
-    { op: NCCL, options: `{ numPacks: 0 } + bytesPerPack ${bytesPerPack} composed (${packs.length} packs)`, input: 'list', run: packed, check: checkList },
     flatJob(COLL, '', collective),
     list(COLL, '', collective),
+    list(COLL, `{ communicationOptions: { bytesPerPack: ${bytesPerPack} } }`, byBytes),
   ];
   const rows: (Measured & ResnetJob)[] = [];
   for (const { run, check, ...job } of jobs) rows.push({ ...job, ...(await measure(run, check, a.timing)) });
