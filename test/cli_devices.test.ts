@@ -10,7 +10,7 @@ import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AllReduceCrossDeviceOps, backend, chooseTheBest, ReductionToOneDevice, type CrossDeviceOps } from '../ts/index.js';
-import { nvlinkPeers, parseGpuQuery, parseTopoMatrix, visibleGpus, type GpuInfo } from '../ts/cli/nvidia.js';
+import { nvlinkPeers, parseGpuQuery, parseTopoMatrix, visibleGpus, type GpuInfo } from '../ts/nvidia.js';
 import type { DevicesReport } from '../ts/cli/devices.js';
 
 const B = backend();
@@ -185,4 +185,25 @@ test(`[${B}] devices when nvidia-smi fails (no driver) or topo -m is not underst
   t.deepEqual(report.gpu.links, [[]]);
   t.is(report.gpu.matrix, null);
   t.regex(report.gpu.topologyError!, /no GPU0 column header/);
+});
+
+/** `chooseTheBest(devices)` (no links given) in a fresh process with `env`: the ops' class and configuration. */
+function chooseIn(env: Record<string, string | undefined>, devices: string[]): { kind: string; spec: unknown } {
+  const script = `import { chooseTheBest } from './ts/index.ts';
+const ops = chooseTheBest(${JSON.stringify(devices)});
+console.log(JSON.stringify({ kind: ops.constructor.name, spec: ops.spec }));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, CROSSDEV_BACKEND: B, ...env } });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+test(`[${B}] chooseTheBest without links sees this machine's GPUs: a DGX-1 gets hierarchical copy, one quad NCCL, no GPU reduction to one device`, (t) => {
+  const dgx1 = fakeNvidiaSmi({ query: DGX1_QUERY, topo: fixture('topo-dgx1-v100.txt') });
+  const all = chooseIn({ PATH: dgx1, CUDA_VISIBLE_DEVICES: undefined }, Array.from({ length: 8 }, (_, i) => `/gpu:${i}`));
+  t.like(all, { kind: 'AllReduceCrossDeviceOps', spec: { algorithm: 'hierarchical_copy', numPacks: 8 } });
+  const quad = chooseIn({ PATH: dgx1, CUDA_VISIBLE_DEVICES: undefined }, ['/gpu:0', '/gpu:1', '/gpu:2', '/gpu:3']);
+  t.like(quad, { kind: 'AllReduceCrossDeviceOps', spec: { algorithm: 'nccl', numPacks: 1 } });
+  // A GPU the machine lacks, or no GPU at all: TensorFlow's fallback.
+  t.is(chooseIn({ PATH: dgx1, CUDA_VISIBLE_DEVICES: '0,1' }, ['/gpu:0', '/gpu:2']).kind, 'ReductionToOneDevice');
+  t.is(chooseIn({ PATH: EMPTY_PATH }, ['/gpu:0', '/gpu:1']).kind, 'ReductionToOneDevice');
 });

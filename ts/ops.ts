@@ -3,6 +3,7 @@
  * names its configuration; the core validates arguments, picks the algorithm and runs it.
  */
 import { call, type Reply } from './backend.js';
+import { probeGpus } from './gpus.js';
 import { CrossDeviceError } from './errors.js';
 import { encodeSlices, IndexedSlices, isTfjsTensor, Tensor, tensor, typedView, type TensorLike, type TfjsTensor } from './tensor.js';
 import { CANONICAL, DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceValue } from './values.js';
@@ -338,11 +339,15 @@ export class CollectiveAllReduce extends CrossDeviceOps {
 
 /**
  * The best cross-device ops for `devices`: hierarchical copy with 8 packs on DGX-1-like GPU
- * links, NCCL otherwise, and reduction to one device when a device is not a (visible) GPU.
- * `links[i]` lists the GPUs linked to GPU i; when given, the devices are taken as present.
+ * links, NCCL otherwise, and reduction to one device when a device is not a GPU of this machine.
+ * Without `links`, the machine's GPUs and their NVLink peers come from `nvidia-smi` (as
+ * `crossdev devices` shows them); `links[i]` lists the GPUs linked to requested GPU i, and when
+ * given the devices are taken as present.
  */
 export function chooseTheBest(devices: readonly string[], options: { links?: number[][] } = {}): CrossDeviceOps {
-  const choice = call().execute(JSON.stringify({ call: 'chooseTheBest', devices, links: options.links ?? null }), []).meta.choice;
+  const gpus = options.links ? undefined : probeGpus();
+  const machine = gpus && { visibleGpus: gpus.devices.length, links: gpus.links };
+  const choice = call().execute(JSON.stringify({ call: 'chooseTheBest', devices, links: options.links ?? null, machine: machine ?? null }), []).meta.choice;
   if (choice.kind === 'AllReduce') return new AllReduceCrossDeviceOps(choice.algorithm, { numPacks: choice.numPacks });
   return new ReductionToOneDevice();
 }

@@ -82,3 +82,27 @@ pub fn choose_the_best(devices: &[String], links: Option<&[Vec<usize>]>, visible
         None => Ok(choose_all_reduce_algorithm(&[])),
     }
 }
+
+/// `choose_the_best` for the GPUs this machine has: `visible_gpus` GPUs, `machine_links[i]` the
+/// GPUs that GPU `i` reaches over NVLink (as `nvidia-smi topo -m` reports). The requested GPUs'
+/// rows are taken from it, renumbered by their position among the requested devices; a
+/// requested GPU the machine lacks gets reduction to one device, as in TensorFlow.
+pub fn choose_on_machine(devices: &[String], visible_gpus: usize, machine_links: &[Vec<usize>]) -> Result<Choice> {
+    let specs = devices.iter().map(|d| DeviceSpec::parse(&canonicalize(d, None)?)).collect::<Result<Vec<_>>>()?;
+    let indices: Option<Vec<usize>> = specs
+        .iter()
+        .map(|s| {
+            let gpu = s.device_type.as_deref().is_some_and(|t| t.to_uppercase().contains("GPU"));
+            s.device_index.filter(|&i| gpu && i >= 0 && (i as usize) < visible_gpus).map(|i| i as usize)
+        })
+        .collect();
+    let Some(indices) = indices else {
+        // Not all GPUs, or some not on this machine: TensorFlow's fallbacks and messages.
+        return choose_the_best(devices, None, visible_gpus);
+    };
+    let links: Vec<Vec<usize>> = indices
+        .iter()
+        .map(|&g| machine_links.get(g).map_or_else(Vec::new, |peers| peers.iter().filter_map(|p| indices.iter().position(|x| x == p)).collect()))
+        .collect();
+    choose_the_best(devices, Some(&links), visible_gpus)
+}

@@ -23,7 +23,7 @@ use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Pa
 use crate::pack::small_tensors::PackedRange;
 use crate::pack::{extract_ranges, group_by_size, split_grads_by_size, AggregateSmallTensorPacker, ConcatAndSplitPacker};
 use crate::plan::{host, Chunk, Plan, Step};
-use crate::topology::{choose_the_best, Choice};
+use crate::topology::{choose_on_machine, choose_the_best, Choice};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Tensor};
 use crate::values::{normalize_pairs, Destinations, Input, Mirrored, PerDevice, RawPair, Value};
@@ -43,7 +43,7 @@ enum Request {
     CanonicalizeAll { devices: Vec<String> },
     Densify { value: ValueW },
     FromNumbers { buf: usize, dtype: String, shape: Vec<i64> },
-    ChooseTheBest { devices: Vec<String>, links: Option<Vec<Vec<usize>>> },
+    ChooseTheBest { devices: Vec<String>, links: Option<Vec<Vec<usize>>>, machine: Option<MachineW> },
     Plan { plan: PlanW },
     RunPlan { plan: PlanW, op: String, value: InputW },
     ExtractRanges { indices: Vec<usize>, range_size_limit: usize },
@@ -59,6 +59,14 @@ enum Request {
     Pack { packer: PackerW, grads: Vec<Vec<TensorW>> },
     Unpack { packer: PackerW, grads: Vec<Vec<TensorW>>, info: serde_json::Value },
     ToNumbers { tensor: TensorW },
+}
+
+/// The GPUs this machine has, as the facade found them (nvidia-smi).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MachineW {
+    visible_gpus: usize,
+    links: Vec<Vec<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -527,7 +535,10 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             let numbers = Tensor::new(t.shape.clone(), Buffer::F64(to_f64(&t.data).into()))?;
             ResponseW::Value(enc.value(Value::Dense(numbers))?)
         }
-        Request::ChooseTheBest { devices, links } => ResponseW::Choice(match choose_the_best(&devices, links.as_deref(), 0)? {
+        Request::ChooseTheBest { devices, links, machine } => ResponseW::Choice(match match machine {
+            Some(m) if links.is_none() => choose_on_machine(&devices, m.visible_gpus, &m.links)?,
+            _ => choose_the_best(&devices, links.as_deref(), 0)?,
+        } {
             Choice::ReductionToOneDevice { reason } => ChoiceOut::ReductionToOneDevice { reason },
             Choice::AllReduce { algorithm, num_packs } => ChoiceOut::AllReduce { algorithm, num_packs },
         }),
