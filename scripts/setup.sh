@@ -31,24 +31,25 @@ fi
 # 2. Rust for the native addon (rustup's stable).
 command -v cargo >/dev/null || { log "cargo not found: install Rust (https://rustup.rs) and rerun"; exit 1; }
 
-# 3. A wasm32 toolchain: rustup's target where it can be had, else Debian's rustc-web + build-std.
+# 3. A wasm32 toolchain that can rebuild the standard library with atomics (the module's memory is
+#    shared, and only a std built with +atomics links into it): rustup's rust-src component where it
+#    can be had, else Debian's rustc-web + rust-web-src (+ lld-22); either with -Zbuild-std.
 WASM_CARGO=(cargo)
-WASM_ENV=()
-WASM_STD=()
-if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
-   || rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
-  log "wasm32: rustup target"
+WASM_ENV=(RUSTC_BOOTSTRAP=1)
+if rustup component list --installed 2>/dev/null | grep -q '^rust-src' \
+   || rustup component add rust-src >/dev/null 2>&1; then
+  log "wasm32: rustup's rust-src with -Zbuild-std"
 else
   if ! dpkg -s rustc-web cargo-web rust-web-src lld-22 >/dev/null 2>&1; then
-    log "installing Debian's rustc-web, cargo-web, rust-web-src and lld-22 (rustup cannot fetch the wasm32 target here)"
+    log "installing Debian's rustc-web, cargo-web, rust-web-src and lld-22 (rustup cannot fetch rust-src here)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web cargo-web rust-web-src lld-22 >/dev/null
   fi
   log "wasm32: Debian rustc-web with -Zbuild-std"
   WASM_CARGO=(/usr/bin/cargo)
   WASM_ENV=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1)
-  WASM_STD=(-Zbuild-std=std,panic_abort)
 fi
+WASM_STD=(-Zbuild-std=std,panic_abort)
 
 # 4. wasm-bindgen-cli at exactly the version of the wasm-bindgen crate in Cargo.lock.
 WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
@@ -84,16 +85,23 @@ if stale "$NODE_FILE" "${SOURCES[@]}"; then
     --package-json-path package.json --output-dir native --no-js --dts napi.d.ts
 fi
 
-# 7. The WebAssembly module (SIMD128), bound with wasm-bindgen and optimised with wasm-opt.
+# 7. The WebAssembly module (SIMD128; atomics and a shared memory of up to 4 GiB, which
+#    wasm-bindgen instantiates itself for Node.js), bound with wasm-bindgen and optimised with
+#    wasm-opt.
 WASM_OUT=wasm/crossdev_wasm_bg.wasm
+WASM_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals -C panic=abort"
+for arg in --shared-memory --max-memory=4294967296 --import-memory --export=__wasm_init_tls \
+  --export=__tls_size --export=__tls_align --export=__tls_base; do
+  WASM_RUSTFLAGS+=" -C link-arg=$arg"
+done
 if stale "$WASM_OUT" "${SOURCES[@]}"; then
   log "building the WebAssembly module"
-  env "${WASM_ENV[@]}" RUSTFLAGS="-C target-feature=+simd128 -C panic=abort" \
+  env "${WASM_ENV[@]}" RUSTFLAGS="$WASM_RUSTFLAGS" \
     "${WASM_CARGO[@]}" build --quiet --release "${WASM_STD[@]}" --target wasm32-unknown-unknown \
     -p crossdev-wasm --target-dir target/wasm
   "$WB" --target nodejs --out-dir wasm --out-name crossdev_wasm \
     target/wasm/wasm32-unknown-unknown/release/crossdev_wasm.wasm
-  npx wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
+  npx wasm-opt -O3 --enable-simd --enable-threads --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals "$WASM_OUT" -o "$WASM_OUT"
   echo '{ "type": "commonjs" }' > wasm/package.json
 fi

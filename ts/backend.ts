@@ -6,9 +6,12 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { CrossDeviceError } from './errors.js';
+import { WasmMemory } from './wasm_memory.js';
 
 /** Which implementation of the core is running. */
 export type BackendName = 'native' | 'wasm';
@@ -23,6 +26,10 @@ interface Backend {
   name: BackendName;
   execute(request: string, inputs: ArrayBufferView[]): Reply;
   executeAsync(request: string, inputs: ArrayBufferView[]): Promise<Reply>;
+  /** A copy of `a` in the core's own memory, or undefined where `a` stays where it is. */
+  place(a: ArrayBufferView): Uint8Array | undefined;
+  /** Makes `view`, of the same bytes as `source`, keep them allocated as long as `source` does. */
+  adopt(view: ArrayBufferView, source: ArrayBufferView): void;
 }
 
 /** The package's root folder (the nearest one above this file with a package.json). */
@@ -112,6 +119,9 @@ function nativeBackend(addon: NativeAddon, processGroup = false): Backend {
       const r = await addon.executeAsync(req, inputs.map(bytesOf));
       return decode(r.meta, views(r.buffers));
     },
+    // The addon reads JavaScript memory in place, and its results are ArrayBuffers of their own.
+    place: () => undefined,
+    adopt: () => undefined,
   };
 }
 
@@ -159,24 +169,92 @@ function loadNative(): Backend {
 }
 
 interface WasmModule {
+  initSync(options?: { module: WebAssembly.Module; memory: WebAssembly.Memory }): unknown;
+  __wbg_wasm_module: WebAssembly.Module;
+  start_threads(threads: number): boolean;
   alloc(len: number): number;
   dealloc(ptr: number, len: number): void;
   heap(): WebAssembly.Memory;
   execute(request: string, ptrs: Uint32Array, lens: Uint32Array): string;
-  release(): void;
+  release(ptr: number): void;
 }
 
+function outOfMemory(bytes: number): CrossDeviceError {
+  return new CrossDeviceError('ERR_OUT_OF_MEMORY', `WebAssembly memory is exhausted (${bytes} more bytes were needed; it holds at most 4 GiB)`);
+}
+
+/**
+ * A worker thread of the WebAssembly core: the module over the same memory, running a thread of
+ * its pool. A trap there (a bug) would leave the calling thread waiting for good, so it ends the
+ * process instead, saying why.
+ */
+const WASM_WORKER = `
+const { workerData } = require('node:worker_threads');
+const w = require(workerData.glue);
+try {
+  w.initSync({ module: workerData.module, memory: workerData.memory });
+  w.worker_run();
+} catch (e) {
+  require('node:fs').writeSync(2, 'crossdev: internal error in a WebAssembly worker thread (please report): ' + (e && e.stack || e) + '\\n');
+  process.kill(process.pid, 'SIGABRT');
+}`;
+
+/** Worker threads of the WebAssembly core: `CROSSDEV_WASM_THREADS`, else one per core; 0 or 1 runs on the calling thread alone. */
+function wasmThreads(): number {
+  const v = process.env.CROSSDEV_WASM_THREADS;
+  if (v === undefined || v === '') return availableParallelism();
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new CrossDeviceError('ERR_BACKEND', `CROSSDEV_WASM_THREADS must be a whole number of threads, got '${v}'`);
+  }
+  return n;
+}
+
+/**
+ * Starts `threads` worker threads over the module and its memory and makes them its pool
+ * (waiting until each has started). They do not keep the process alive.
+ */
+function startWasmThreads(w: WasmModule, glue: string, threads: number): void {
+  const workerData = { glue, module: w.__wbg_wasm_module, memory: w.heap() };
+  for (let i = 0; i < threads; i++) new Worker(WASM_WORKER, { eval: true, workerData, execArgv: [] }).unref();
+  if (!w.start_threads(threads)) throw new Error('the WebAssembly thread pool was started twice');
+}
+
+/**
+ * The WebAssembly core. Tensors and results live in its memory (see wasm_memory.ts): an input
+ * already there is read in place, any other is copied in for the call; results stay where the
+ * core wrote them, as views, unless the memory holds too much already, when they are copied out.
+ */
 function loadWasm(): Backend {
-  const w = requireHere(`${root}wasm/crossdev_wasm.js`) as WasmModule;
+  const glue = `${root}wasm/crossdev_wasm.js`;
+  const threads = wasmThreads();
+  const w = requireHere(glue) as WasmModule;
+  // wasm-bindgen instantiates the module when it is required on the main thread only.
+  w.initSync();
+  if (threads > 1) startWasmThreads(w, glue, threads);
+  const memory = new WasmMemory(w.heap());
+  const result = ([ptr, len]: [number, number]): Uint8Array => {
+    if (len === 0) return new Uint8Array(0);
+    if (memory.fits(len)) return memory.block(ptr, len, () => w.release(ptr));
+    const copy = memory.copyOut(ptr, len);
+    w.release(ptr);
+    return copy;
+  };
   const execute = (req: string, inputs: ArrayBufferView[]): Reply => {
     const ptrs = new Uint32Array(inputs.length);
     const lens = new Uint32Array(inputs.length);
+    const copied: number[] = [];
     try {
       inputs.forEach((a, i) => {
-        ptrs[i] = w.alloc(a.byteLength);
         lens[i] = a.byteLength;
-        // Written straight into WebAssembly memory: the one copy WebAssembly requires.
-        new Uint8Array(w.heap().buffer, ptrs[i], a.byteLength).set(bytesOf(a));
+        if (memory.holds(a)) {
+          ptrs[i] = a.byteOffset;
+          return;
+        }
+        ptrs[i] = w.alloc(a.byteLength);
+        if (ptrs[i] === 0) throw outOfMemory(a.byteLength);
+        copied.push(i);
+        memory.view(ptrs[i], a.byteLength).set(bytesOf(a));
       });
       let out: string;
       try {
@@ -185,16 +263,28 @@ function loadWasm(): Backend {
         throw new CrossDeviceError('ERR_INTERNAL', `internal error in the WebAssembly core (please report): ${(e as Error).message}`);
       }
       const newline = out.indexOf('\n');
-      const places = JSON.parse(out.slice(newline + 1)) as [number, number][];
-      const heap = w.heap().buffer;
-      const buffers = places.map(([p, l]) => new Uint8Array(heap.slice(p, p + l)));
-      w.release();
+      const buffers = (JSON.parse(out.slice(newline + 1)) as [number, number][]).map(result);
       return decode(out.slice(0, newline), buffers);
     } finally {
-      ptrs.forEach((p, i) => p && w.dealloc(p, lens[i]));
+      for (const i of copied) w.dealloc(ptrs[i], lens[i]);
     }
   };
-  return { name: 'wasm', execute, executeAsync: async (req, inputs) => execute(req, inputs) };
+  const place = (a: ArrayBufferView): Uint8Array | undefined => {
+    const len = a.byteLength;
+    if (len === 0 || memory.holds(a) || !memory.fits(len)) return undefined;
+    const ptr = w.alloc(len);
+    if (ptr === 0) return undefined;
+    const block = memory.block(ptr, len, () => w.dealloc(ptr, len));
+    block.set(bytesOf(a));
+    return block;
+  };
+  return {
+    name: 'wasm',
+    execute,
+    executeAsync: async (req, inputs) => execute(req, inputs),
+    place,
+    adopt: (view, source) => memory.adopt(view, source),
+  };
 }
 
 let loaded: Backend | undefined;
@@ -233,6 +323,24 @@ export function call(): Pick<Backend, 'execute' | 'executeAsync'> {
     execute: (req, inputs) => b.execute(withDebug(req), inputs),
     executeAsync: (req, inputs) => b.executeAsync(withDebug(req), inputs),
   };
+}
+
+/**
+ * A copy of `a` in the core's own memory, where operations read it in place: on the WebAssembly
+ * backend, unless `a` is there already or WebAssembly memory holds too much (see
+ * wasm_memory.ts); undefined otherwise (the native addon reads JavaScript memory in place).
+ */
+export function intoCoreMemory(a: ArrayBufferView): Uint8Array | undefined {
+  return core().place(a);
+}
+
+/**
+ * `view`, a view of the same bytes as `source` (a result buffer, or a block from
+ * {@link intoCoreMemory}), made to keep them allocated for as long as `source` would.
+ */
+export function withLifetimeOf<T extends ArrayBufferView>(view: T, source: ArrayBufferView): T {
+  core().adopt(view, source);
+  return view;
 }
 
 /** Which backend runs crossdev's operations: `'native'` or `'wasm'`. */

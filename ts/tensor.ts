@@ -1,8 +1,9 @@
 /**
- * Host tensors and IndexedSlices: typed data plus shape, wrapping the caller's TypedArray
- * without copying it.
+ * Host tensors and IndexedSlices: typed data plus shape. On the native backend a tensor wraps
+ * the caller's TypedArray without copying it; on the WebAssembly backend `tensor()` copies it
+ * into WebAssembly memory once, so that operations read it in place.
  */
-import { call } from './backend.js';
+import { call, intoCoreMemory, withLifetimeOf } from './backend.js';
 import { CrossDeviceError } from './errors.js';
 
 /** Element types. `float16` and `bfloat16` are stored as their bits in a `Uint16Array`. */
@@ -55,10 +56,13 @@ export interface TfjsModule<T> {
 /** Data a tensor can be made from. */
 export type TensorLike = TypedArray | TfjsTensor | number | bigint | readonly (number | bigint)[] | readonly unknown[];
 
-/** Views the bytes of `bytes` as the TypedArray of `dtype` (no copy). */
+/**
+ * Views the bytes of `bytes` as the TypedArray of `dtype` (no copy). The view keeps memory that
+ * `bytes` keeps allocated (a result in WebAssembly memory) allocated as long as it lives.
+ */
 export function typedView(dtype: DType, bytes: ArrayBufferView): TypedArray {
   const C = STORAGE[dtype];
-  return new C(bytes.buffer, bytes.byteOffset, bytes.byteLength / C.BYTES_PER_ELEMENT);
+  return withLifetimeOf(new C(bytes.buffer, bytes.byteOffset, bytes.byteLength / C.BYTES_PER_ELEMENT), bytes);
 }
 
 function inferDType(data: unknown): DType | undefined {
@@ -122,9 +126,26 @@ function fromNumbers(values: unknown[], dtype: DType): TypedArray {
   }
 }
 
-/** A dense host tensor: a TypedArray of elements in row-major order and a shape. */
+/**
+ * A dense host tensor: a TypedArray of elements in row-major order and a shape.
+ *
+ * Where `data` lives depends on the backend. On the native one it is JavaScript memory: the
+ * caller's own array for `tensor()` and `new Tensor()`, a new ArrayBuffer for each result. On
+ * the WebAssembly one, results and the tensors `tensor()` makes live in WebAssembly memory,
+ * which operations read and write without copying (a tensor made with `new Tensor()` keeps the
+ * caller's array, and is copied in at each operation). For such a tensor:
+ * - `data` is a view into WebAssembly memory. It stays valid, across any later calls and the
+ *   memory's growth, for as long as `data` (or the tensor) is reachable; once neither is, its
+ *   memory is freed after garbage collection.
+ * - Views you make of it yourself (`data.subarray()`, `new Float32Array(data.buffer, …)`) do not
+ *   keep it allocated: keep `data` or the tensor too, or copy with `data.slice()`.
+ * - `data.buffer` is the whole of WebAssembly's memory (a SharedArrayBuffer): use only `data`'s
+ *   own range of it, and do not post it to a worker (that would share the memory, not copy it).
+ * - Writes to the array given to `tensor()` after the call do not reach the tensor: write to
+ *   `data`, which is the caller's array on the native backend and the copy on this one.
+ */
 export class Tensor {
-  /** The elements (not a copy of the caller's array). */
+  /** The elements: see the class's description for whose memory they are in. */
   readonly data: TypedArray;
   /** Dimensions, outermost first; `[]` for a scalar. */
   readonly shape: readonly number[];
@@ -174,10 +195,11 @@ export class Tensor {
 }
 
 /**
- * Makes a tensor. TypedArrays are wrapped without copying (float16/bfloat16 data is a
- * `Uint16Array` of bits and needs `dtype`); numbers and (nested) arrays are converted.
- * `shape` defaults to the array's own shape (a 1-D length, a nested array's dimensions, `[]`
- * for a number).
+ * Makes a tensor. TypedArrays are wrapped without copying on the native backend (float16/bfloat16
+ * data is a `Uint16Array` of bits and needs `dtype`); on the WebAssembly backend they are copied
+ * into WebAssembly memory, once (see {@link Tensor} for what that means). Numbers and (nested)
+ * arrays are converted. `shape` defaults to the array's own shape (a 1-D length, a nested
+ * array's dimensions, `[]` for a number).
  */
 export function tensor(data: TensorLike, shape?: readonly number[], options: TensorOptions = {}): Tensor {
   if (isTfjsTensor(data)) {
@@ -211,6 +233,10 @@ export function tensor(data: TensorLike, shape?: readonly number[], options: Ten
     if (shape) checkShape(shape);
     typed = fromNumbers(values, dtype);
   }
+  // On the WebAssembly backend the elements move into its memory now, once, so that operations
+  // (and the check below) read them in place.
+  const placed = STORAGE[dtype] === undefined ? undefined : intoCoreMemory(typed);
+  if (placed) typed = typedView(dtype, placed);
   const t = new Tensor(typed, shape ?? own, dtype, options.device);
   call().execute(JSON.stringify({ call: 'checkTensor', tensor: { buf: 0, dtype, shape: t.shape } }), [typed]);
   return t;
