@@ -274,3 +274,27 @@ fn from_bytes_round_trips_every_dtype_aligned_or_not() {
         assert_eq!(Tensor::from_bytes(dtype, vec![2, 2], &shifted[1..]).unwrap(), t);
     }
 }
+
+#[test]
+fn large_reductions_stream_their_outputs_with_the_same_results() {
+    use crossdev_core::kernels::reduce_n::{reduce_n, reduce_n_into};
+    // Outputs of 12 MB in all take the streaming path; misaligned starts test its head and tail.
+    let len = (1 << 20) + 3;
+    let inputs: Vec<Vec<f32>> = (0..3).map(|d| (0..len + 1).map(|i| ((i * 7 + d * 13) % 101) as f32 * 0.37 - 11.0).collect()).collect();
+    let views: Vec<&[f32]> = inputs.iter().map(|x| &x[1..]).collect();
+    for op in ReduceOp::ALL {
+        let mut outs: Vec<Vec<f32>> = (0..3).map(|_| vec![0.0; len + 1]).collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[1..]).collect();
+        reduce_n_into(op, &views, (op == ReduceOp::Mean).then_some(3), &mut slices);
+        // The same reduction one small (cache-resident, plainly stored) piece at a time.
+        let mut want = vec![0.0f32; len];
+        for (k, w) in want.chunks_mut(1000).enumerate() {
+            let pieces: Vec<&[f32]> = views.iter().map(|x| &x[k * 1000..k * 1000 + w.len()]).collect();
+            reduce_n(op, &pieces, (op == ReduceOp::Mean).then_some(3), w);
+        }
+        for o in &outs {
+            assert_eq!(o[0], 0.0, "{op:?}: the element before the output is untouched");
+            assert!(o[1..].iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{op:?}");
+        }
+    }
+}

@@ -74,3 +74,43 @@ pub fn regroup<T: Copy + Send + Sync>(parts: &[&[T]], outs: &mut [&mut [T]]) {
     }
     pieces.iter().for_each(run);
 }
+
+/// Copies `src` into `dst` (equal lengths) with non-temporal stores where the target has them
+/// (x86-64): `dst`'s lines are written without being read into the cache first. For outputs no
+/// one reads soon; call [`stream_fence`] before another thread may read them.
+#[inline]
+pub fn stream<T: Copy>(src: &[T], dst: &mut [T]) {
+    assert_eq!(src.len(), dst.len(), "stream copies equal lengths");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let bytes = std::mem::size_of_val(src);
+        let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8);
+        // SAFETY: every access lies within `src` or `dst` (`bytes` long each, not overlapping:
+        // `dst` is borrowed mutably); stores go to 16-byte aligned addresses as
+        // `_mm_stream_si128` requires; SSE2 is part of x86-64.
+        unsafe {
+            let head = d.align_offset(16).min(bytes);
+            std::ptr::copy_nonoverlapping(s, d, head);
+            let mut i = head;
+            while i + 16 <= bytes {
+                _mm_stream_si128(d.add(i) as *mut __m128i, _mm_loadu_si128(s.add(i) as *const __m128i));
+                i += 16;
+            }
+            std::ptr::copy_nonoverlapping(s.add(i), d.add(i), bytes - i);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders this thread's [`stream`] stores before its later stores (publishing the data to other
+/// threads).
+#[inline]
+pub fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}

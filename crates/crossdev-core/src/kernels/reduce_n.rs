@@ -33,16 +33,27 @@ fn fold_dispatch<A: Accumulator>(op: ReduceOp, acc: &mut [A], x: &[A]) {
     }
 }
 
+/// Outputs of at least this many bytes in all are written with non-temporal stores: they will
+/// not be read before they leave the cache, so reading their lines in first (what a plain store
+/// does) would only add a third to the memory traffic.
+const STREAM_BYTES: usize = 8 << 20;
+
 fn reduce_serial<T: Element>(
     op: ReduceOp,
     inputs: &[&[T]],
     divide_by: Option<usize>,
     offset: usize,
     outs: &mut [&mut [T]],
+    streaming: bool,
 ) {
     let mut acc = [T::Acc::default(); BLOCK];
     let mut scratch = [T::Acc::default(); BLOCK];
     let len = outs[0].len();
+    // Where a streamed block is rounded before it is stored (any value: it is overwritten).
+    let mut block: Vec<T> = match inputs[0].get(offset) {
+        Some(&x) if streaming => vec![x; BLOCK.min(len)],
+        _ => Vec::new(),
+    };
     for start in (0..len).step_by(BLOCK) {
         let end = (start + BLOCK).min(len);
         let acc = &mut acc[..end - start];
@@ -55,7 +66,20 @@ fn reduce_serial<T: Element>(
                 *a = T::Acc::div_count(*a, n);
             }
         }
-        T::narrow(acc, &mut outs[0][start..end]);
+        if streaming {
+            // The block goes from L1 to every output, past the caches.
+            let block = &mut block[..end - start];
+            T::narrow(acc, block);
+            for out in outs.iter_mut() {
+                super::copy::stream(block, &mut out[start..end]);
+            }
+        } else {
+            T::narrow(acc, &mut outs[0][start..end]);
+        }
+    }
+    if streaming {
+        super::copy::stream_fence();
+        return;
     }
     // The other copies from the first while it is in cache (writing every copy block by block
     // would keep twice as many memory streams open, which measured slower).
@@ -83,6 +107,7 @@ pub fn reduce_n_into<T: Element>(op: ReduceOp, inputs: &[&[T]], divide_by: Optio
         inputs.iter().all(|x| x.len() == len) && outs.iter().all(|o| o.len() == len),
         "reduce_n buffers differ in length"
     );
+    let streaming = len * outs.len() * std::mem::size_of::<T>() >= STREAM_BYTES;
     #[cfg(feature = "parallel")]
     if len >= 2 * super::PAR_CHUNK && super::outermost() {
         use rayon::prelude::*;
@@ -93,10 +118,10 @@ pub fn reduce_n_into<T: Element>(op: ReduceOp, inputs: &[&[T]], divide_by: Optio
                 chunks[i].push(c);
             }
         }
-        chunks.par_iter_mut().enumerate().for_each(|(i, group)| reduce_serial(op, inputs, divide_by, i * super::PAR_CHUNK, group));
+        chunks.par_iter_mut().enumerate().for_each(|(i, group)| reduce_serial(op, inputs, divide_by, i * super::PAR_CHUNK, group, streaming));
         return;
     }
-    reduce_serial(op, inputs, divide_by, 0, outs);
+    reduce_serial(op, inputs, divide_by, 0, outs, streaming);
 }
 
 fn reduce_typed<T: Element + Scalar>(op: ReduceOp, inputs: &[&Buffer], divide_by: Option<usize>, copies: usize) -> Vec<Vec<T>> {
