@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # crossdev's GPU check: one command on a GPU machine (x86-64, CUDA 13 driver, no internet,
-# PyTorch in its python3, Node.js possibly absent). Runs the GPU tests (every algorithm's plan on
-# the GPU against the host executor, every kernel × dtype × op, NCCL over this machine's GPUs)
-# and the GPU benchmark (the N-way reduce kernel against a device-to-device copy and against
-# PyTorch's torch.stack(xs).sum(0), in the same run), then writes
+# PyTorch in its python3, Node.js possibly absent). Runs the GPU tests with
+# CROSSDEV_VIRTUAL_GPUS=8 (the plan executor: every algorithm's plan over 8 logical GPUs sharing
+# this machine's GPU(s), a CUDA stream per logical device, against the host executor, for every
+# dtype and op, with a context per GPU and with a context per logical device; schedule and
+# kernel tests; NCCL over this machine's GPUs) and the GPU benchmark (the N-way reduce kernel
+# against a device-to-device copy and against PyTorch's torch.stack(xs).sum(0), and a ring
+# all-reduce over 8 logical GPUs, in the same run), then writes
 # benches/results/gpu-<date>.json and prints a short table.
 #
 # Before (on a machine with Rust, no GPU needed):
@@ -13,7 +16,7 @@
 #   dependency), else from .tools/python (scripts/setup.sh installs it; about 100 MB).
 # On the GPU machine, from the repository root:
 #     bash scripts/gpu-check.sh
-# Takes about a minute; nothing is compiled there except the kernels (by NVRTC, at run time).
+# Takes a few minutes; nothing is compiled there except the kernels (by NVRTC, at run time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/gpu-check
@@ -56,12 +59,14 @@ fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
 status=0
+# 8 logical GPUs on however many physical ones (the executor's tests that read it).
+export CROSSDEV_VIRTUAL_GPUS=8
 for t in "$OUT"/test-*; do
   echo "== $(basename "$t")"
   "$t" --test-threads=1 || status=1
 done
 
-echo "== gpu-bench (256 MiB × 8 inputs)"
+echo "== gpu-bench (256 MiB × 8 inputs; ring over 8 logical GPUs)"
 ours=$("$OUT/gpu-bench" 256 8) || status=1
 echo "$ours"
 echo "== PyTorch torch.stack(xs).sum(0)"
@@ -77,9 +82,9 @@ report = {"crossdev": ours, "pytorch": torch, "tests_passed": status == 0}
 if "reduce_ms" in ours and "stack_sum_ms" in torch:
     report["speedup_over_torch_stack_sum"] = round(torch["stack_sum_ms"] / ours["reduce_ms"], 2)
 json.dump(report, open(file, "w"), indent=2)
-print(f"\n| GPU | reduce (GB/s) | d2d copy (GB/s) | reduce/copy | torch stack+sum (ms) | crossdev (ms) | speedup |")
-print(f"| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-print(f"| {ours.get('gpu')} | {ours.get('reduce_gbs')} | {ours.get('copy_gbs')} | {ours.get('reduce_over_copy')} | {torch.get('stack_sum_ms', '-')} | {ours.get('reduce_ms')} | {report.get('speedup_over_torch_stack_sum', '-')} |")
+print(f"\n| GPU | reduce (GB/s) | d2d copy (GB/s) | reduce/copy | torch stack+sum (ms) | crossdev (ms) | speedup | ring, 8 logical GPUs (ms) | ring bus bw (GB/s) |")
+print(f"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"| {ours.get('gpu')} | {ours.get('reduce_gbs')} | {ours.get('copy_gbs')} | {ours.get('reduce_over_copy')} | {torch.get('stack_sum_ms', '-')} | {ours.get('reduce_ms')} | {report.get('speedup_over_torch_stack_sum', '-')} | {ours.get('ring_ms', '-')} | {ours.get('ring_busbw_gbs', '-')} |")
 print(f"\nwritten: {file}")
 PY
 exit $status

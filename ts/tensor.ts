@@ -203,7 +203,8 @@ export class Tensor {
  */
 export function tensor(data: TensorLike, shape?: readonly number[], options: TensorOptions = {}): Tensor {
   if (isTfjsTensor(data)) {
-    // TensorFlow.js's CPU backend hands out its own storage: no copy.
+    // TensorFlow.js's CPU backend hands out its own storage: no copy (but the one into
+    // WebAssembly memory on that backend, below).
     if (data.dtype !== 'float32' && data.dtype !== 'int32') {
       throw new CrossDeviceError('ERR_INVALID_TENSOR', `TensorFlow.js tensors of dtype ${data.dtype} cannot be reduced; crossdev takes float32 and int32 ones`);
     }

@@ -1,0 +1,108 @@
+/**
+ * Where tensors and results live, and for how long. On the WebAssembly backend they are views
+ * into WebAssembly memory: they must stay valid across later calls and the memory's growth, be
+ * freed once dropped, and stay within CROSSDEV_WASM_HELD_BYTES in loops that never yield. The
+ * tests run one at a time: they watch the size of that memory.
+ */
+import test from 'ava';
+import { createRequire } from 'node:module';
+import { PerDevice, ReduceOp, ReductionToOneDevice, Tensor, tensor } from '../ts/index.js';
+import { B, anyOverlap, elems } from './helpers.js';
+import { firstDifference, reduceReference, type Data, type DType, type Op } from './reference.js';
+
+const ops = new ReductionToOneDevice();
+const devices = ['/cpu:0', '/cpu:1'];
+
+/** The WebAssembly module backend.ts uses (the same instance: Node caches it), for its memory's size. */
+const wasmModule = (): { heap(): WebAssembly.Memory } => createRequire(import.meta.url)('../wasm/crossdev_wasm.js');
+const wasmBytes = (): number => wasmModule().heap().buffer.byteLength;
+
+/** A float32 value on `devices` with `n` elements that differ per device and element. */
+function value(n: number, seed: number): PerDevice {
+  return new PerDevice(devices.map((d, k) => [d, tensor(Float32Array.from({ length: n }, (_, i) => ((i * 7 + seed * 13 + k) % 1000) / 8), [n], { device: d })] as const));
+}
+
+const yieldToEventLoop = () => new Promise((resolve) => setImmediate(resolve));
+
+test.serial(`[${B}] results stay valid and unchanged across later calls, memory growth, and writes to other results`, async (t) => {
+  const inputs = value(1000, 1);
+  const first = ops.reduceSync(ReduceOp.SUM, inputs, devices);
+  const want = reduceReference('float32', 'SUM', inputs.values.map((v) => (v as Tensor).data as Data));
+  const kept = first.values.map((v) => (v as Tensor).data);
+  const sizeBefore = B === 'wasm' ? wasmBytes() : 0;
+  // Later results kept alive (so that they need new memory), and each overwritten.
+  const later = [];
+  for (let i = 0; i < 12; i++) {
+    const m = await ops.reduce(ReduceOp.MEAN, value(1 << 20, i + 2), devices);
+    for (const v of m.values) ((v as Tensor).data as Float32Array).fill(-1);
+    later.push(m);
+    // Finalizers of whatever has been collected run between tasks: memory freed too early would be reused.
+    await yieldToEventLoop();
+  }
+  if (B === 'wasm') t.true(wasmBytes() > sizeBefore + (64 << 20), `WebAssembly memory grew (${sizeBefore} → ${wasmBytes()} bytes)`);
+  for (const data of kept) t.is(firstDifference('float32', data as Data, want), -1, 'an early result is unchanged');
+  t.false(anyOverlap([...kept, ...later.flatMap((m) => m.values.map((v) => (v as Tensor).data))]), 'no two results share memory');
+});
+
+test.serial(`[${B}] writes to a tensor's data reach the next operation; on WebAssembly, tensor() copied the caller's array`, (t) => {
+  const mine = new Float32Array([1, 2, 3]);
+  const x = tensor(mine, [3], { device: '/cpu:0' });
+  const y = tensor(new Float32Array([10, 20, 30]), [3], { device: '/cpu:1' });
+  x.data[0] = 5;
+  const pd = new PerDevice([['/cpu:0', x], ['/cpu:1', y]]);
+  t.deepEqual(elems(ops.reduceSync(ReduceOp.SUM, pd, '/cpu:0').get() as Tensor), [15, 22, 33]);
+  if (B === 'native') {
+    t.is(x.data, mine);
+  } else {
+    t.true(x.data.buffer instanceof SharedArrayBuffer);
+    mine[1] = 100;
+    t.deepEqual(elems(ops.reduceSync(ReduceOp.SUM, pd, '/cpu:0').get() as Tensor), [15, 22, 33]);
+  }
+});
+
+test.serial(`[${B}] a reduction large enough to be split over threads equals the left-to-right reference bit for bit`, (t) => {
+  // Three and a bit parallel chunks of 65536 elements; magnitudes that make the order of the sum matter.
+  const n = 3 * 65536 + 123;
+  const names = Array.from({ length: 8 }, (_, d) => `/cpu:${d}`);
+  const datas = names.map((_, d) => Float32Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i * 0.37 + d) * 10 ** ((i + d) % 9))));
+  const pd = new PerDevice(names.map((d, k) => [d, tensor(datas[k], [n], { device: d })] as const));
+  for (const op of ['SUM', 'MEAN', 'MAX', 'PRODUCT'] as Op[]) {
+    const want = reduceReference('float32' as DType, op, datas);
+    const m = ops.reduceSync(ReduceOp[op], pd, names);
+    for (const v of m.values) t.is(firstDifference('float32', (v as Tensor).data as Data, want), -1, `${op} on ${(v as Tensor).device}`);
+  }
+});
+
+(B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] 1000 calls of 1 MB whose results are dropped leave WebAssembly memory bounded`, async (t) => {
+  const pd = value(1 << 18, 3);
+  let at100 = 0;
+  for (let i = 1; i <= 1000; i++) {
+    await ops.reduce(ReduceOp.SUM, pd, pd);
+    // As a training loop does between steps: finalizers run between tasks.
+    await yieldToEventLoop();
+    if (i === 100) at100 = wasmBytes();
+  }
+  // Had the results (2 MB a call) been kept, the memory would have grown by 1800 MB since.
+  t.true(wasmBytes() <= at100 + (64 << 20), `memory ${at100} bytes after 100 calls, ${wasmBytes()} after 1000`);
+});
+
+(B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_WASM_HELD_BYTES: later results are copied out`, (t) => {
+  const limit = 32 << 20;
+  process.env.CROSSDEV_WASM_HELD_BYTES = String(limit);
+  try {
+    const pd = value(1 << 18, 4);
+    const start = wasmBytes();
+    let last = ops.reduceSync(ReduceOp.SUM, pd, pd);
+    for (let i = 0; i < 300; i++) last = ops.reduceSync(ReduceOp.SUM, pd, pd);
+    // Unbounded, 600 MB of results would have stayed in WebAssembly memory.
+    t.true(wasmBytes() <= start + limit + (16 << 20), `memory ${start} → ${wasmBytes()} bytes`);
+    const want = reduceReference('float32', 'SUM', pd.values.map((v) => (v as Tensor).data as Data));
+    for (const v of last.values) {
+      const data = (v as Tensor).data;
+      t.false(data.buffer instanceof SharedArrayBuffer, 'the last results were copied out');
+      t.is(firstDifference('float32', data as Data, want), -1);
+    }
+  } finally {
+    delete process.env.CROSSDEV_WASM_HELD_BYTES;
+  }
+});
