@@ -654,9 +654,13 @@ pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
         enc.buffers.clear();
         ResponseW::Error { code: e.code.as_str(), message: e.message }
     });
-    let mut meta = serde_json::to_value(&response).expect("responses serialise");
-    if let (false, Some(object)) = (lines.is_empty(), meta.as_object_mut()) {
-        object.insert("log".into(), lines.into());
+    let mut meta = serde_json::to_string(&response).expect("responses serialise");
+    // The diagnostics join an object response as its "log" member.
+    if !lines.is_empty() && meta.ends_with('}') {
+        meta.pop();
+        meta.push_str(",\"log\":");
+        meta.push_str(&serde_json::to_string(&lines).expect("strings serialise"));
+        meta.push('}');
     }
-    Response { meta: meta.to_string(), buffers: enc.buffers }
+    Response { meta, buffers: enc.buffers }
 }

@@ -12,9 +12,11 @@ use napi::check_status;
 use std::ffi::c_void;
 use napi_derive::napi;
 
-/// Large result buffers are recycled instead of page-faulted in anew on every call.
+/// Large result buffers are recycled instead of page-faulted in anew on every call; the many
+/// small allocations of a call (request parsing, results' metadata) go to mimalloc, which
+/// measured a tenth faster per call than the system allocator.
 #[global_allocator]
-static ALLOCATOR: PoolAllocator = PoolAllocator::new();
+static ALLOCATOR: PoolAllocator<mimalloc::MiMalloc> = PoolAllocator::wrapping(mimalloc::MiMalloc);
 
 /// A result buffer on its way to JavaScript: an external `ArrayBuffer` over the Rust allocation
 /// (no copy), whose size is reported to V8 so that its garbage collector knows what it holds and
