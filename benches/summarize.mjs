@@ -104,7 +104,7 @@ if (resnet) {
   lines.push(
     `### ResNet-50's gradients (${resnet.tensors} tensors, ${resnet.parameters} float32 parameters) on ${resnet.devices} devices`,
     '',
-    `All-reduce (SUM, the result on every device) of the gradient list through \`batchReduce\`, without and with packing, and of one flat tensor of all parameters by the same op ("÷ flat": this time over the op's flat row). No op takes \`bytesPerPack\` (TF 2's \`CommunicationOptions.bytes_per_pack\`); its row composes one: \`utils.groupBySize\` on the reversed list, each pack concatenated into a preallocated buffer per device (timed), one \`batchReduce\` of the packs, results split back as views. Bound: ${resnet.devices}·${size(resnet.parameters * 4)} at ${f(resnet.copyBandwidthGBs.allThreads)} GB/s = ${us(resnet.boundUs)}.`,
+    `All-reduce (SUM, the result on every device) of the gradient list through \`batchReduce\`, without and with packing, and of one flat tensor of all parameters by the same op ("÷ flat": this time over the op's flat row). \`bytesPerPack\` is \`CollectiveAllReduce\`'s \`communicationOptions.bytesPerPack\` (TF 2's \`CommunicationOptions.bytes_per_pack\`: the list, last first, grouped by size, each pack one flat all-reduce). Packing copies every gradient into its pack and every result out of it: two extra passes over the model's memory that the flat row does not make. Bound: ${resnet.devices}·${size(resnet.parameters * 4)} at ${f(resnet.copyBandwidthGBs.allThreads)} GB/s = ${us(resnet.boundUs)}.`,
     '',
   );
   for (const backend of [...new Set(resnet.rows.map((r) => r.backend))]) {
