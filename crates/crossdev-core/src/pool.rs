@@ -5,7 +5,7 @@
 //! than the reduction itself. [`PoolAllocator`] keeps freed blocks of at least 1 MiB (up to a
 //! budget, `CROSSDEV_POOL_BYTES`, default 2 GiB) and hands them out again for allocations of the
 //! same size, evicting the oldest blocks when the budget is full. Smaller allocations go straight
-//! to the allocator it wraps (the system's by default). (Transparent huge pages were tried and dropped: with
+//! to the system allocator. (Transparent huge pages were tried and dropped: with
 //! `defrag=madvise` the first touch of a fresh block stalled in compaction for longer than the
 //! page faults it saved.) A binary opts in with
 //! `#[global_allocator] static A: PoolAllocator = PoolAllocator::new();`.
@@ -18,24 +18,16 @@ use std::sync::Mutex;
 const MIN_POOLED: usize = 1 << 20;
 
 /// See the module documentation.
-pub struct PoolAllocator<A = System> {
-    inner: A,
+pub struct PoolAllocator {
     free: Mutex<Vec<(usize, usize, usize)>>,
     held: AtomicUsize,
     budget: AtomicUsize,
 }
 
 impl PoolAllocator {
-    /// An empty pool over the system allocator.
+    /// An empty pool.
     pub const fn new() -> Self {
-        PoolAllocator::wrapping(System)
-    }
-}
-
-impl<A: GlobalAlloc> PoolAllocator<A> {
-    /// An empty pool whose memory comes from `inner`.
-    pub const fn wrapping(inner: A) -> Self {
-        PoolAllocator { inner, free: Mutex::new(Vec::new()), held: AtomicUsize::new(0), budget: AtomicUsize::new(usize::MAX) }
+        PoolAllocator { free: Mutex::new(Vec::new()), held: AtomicUsize::new(0), budget: AtomicUsize::new(usize::MAX) }
     }
 
     fn budget(&self) -> usize {
@@ -58,12 +50,12 @@ impl<A: GlobalAlloc> PoolAllocator<A> {
     }
 
     fn fresh(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        // SAFETY: forwarding a valid layout to the wrapped allocator.
+        // SAFETY: forwarding a valid layout to the system allocator.
         unsafe {
             if zeroed {
-                self.inner.alloc_zeroed(layout)
+                System.alloc_zeroed(layout)
             } else {
-                self.inner.alloc(layout)
+                System.alloc(layout)
             }
         }
     }
@@ -75,17 +67,17 @@ impl Default for PoolAllocator {
     }
 }
 
-unsafe impl<A: GlobalAlloc> GlobalAlloc for PoolAllocator<A> {
+unsafe impl GlobalAlloc for PoolAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() < MIN_POOLED {
-            return self.inner.alloc(layout);
+            return System.alloc(layout);
         }
         self.take(layout).unwrap_or_else(|| self.fresh(layout, false))
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if layout.size() < MIN_POOLED {
-            return self.inner.alloc_zeroed(layout);
+            return System.alloc_zeroed(layout);
         }
         match self.take(layout) {
             Some(ptr) => {
@@ -105,7 +97,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for PoolAllocator<A> {
                 let mut held = self.held.load(Ordering::Relaxed);
                 while held + layout.size() > budget && !free.is_empty() {
                     let (old, size, align) = free.remove(0);
-                    self.inner.dealloc(old as *mut u8, Layout::from_size_align_unchecked(size, align));
+                    System.dealloc(old as *mut u8, Layout::from_size_align_unchecked(size, align));
                     held -= size;
                 }
                 free.push((ptr as usize, layout.size(), layout.align()));
@@ -113,6 +105,6 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for PoolAllocator<A> {
                 return;
             }
         }
-        self.inner.dealloc(ptr, layout)
+        System.dealloc(ptr, layout)
     }
 }

@@ -12,11 +12,12 @@ use napi::check_status;
 use std::ffi::c_void;
 use napi_derive::napi;
 
-/// Large result buffers are recycled instead of page-faulted in anew on every call; the many
-/// small allocations of a call (request parsing, results' metadata) go to mimalloc, which
-/// measured a tenth faster per call than the system allocator.
+/// Large result buffers are recycled instead of page-faulted in anew on every call. (Small
+/// allocations stay with the system allocator: mimalloc under the pool was a tenth faster per
+/// call but crashed the process when the addon ran in one worker thread after another; see
+/// test/workers.test.ts.)
 #[global_allocator]
-static ALLOCATOR: PoolAllocator<mimalloc::MiMalloc> = PoolAllocator::wrapping(mimalloc::MiMalloc);
+static ALLOCATOR: PoolAllocator = PoolAllocator::new();
 
 /// A result buffer on its way to JavaScript: an external `ArrayBuffer` over the Rust allocation
 /// (no copy), whose size is reported to V8 so that its garbage collector knows what it holds and
