@@ -49,7 +49,7 @@ else
   WASM_CARGO=(/usr/bin/cargo)
   WASM_ENV=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1)
 fi
-WASM_STD=(-Zbuild-std=std,panic_abort)
+WASM_STD=(-Zbuild-std=std,panic_unwind)
 
 # 4. wasm-bindgen-cli at exactly the version of the wasm-bindgen crate in Cargo.lock.
 WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
@@ -79,17 +79,18 @@ SOURCES=(crates/crossdev-core crates/crossdev-node crates/crossdev-wasm Cargo.to
 
 # 6. The native addon.
 NODE_FILE=native/crossdev.linux-x64-gnu.node
-if stale "$NODE_FILE" "${SOURCES[@]}"; then
+if stale "$NODE_FILE" "${SOURCES[@]}" crates/crossdev-cuda; then
   log "building the native addon (napi build --release --platform)"
   npx napi build --platform --release --manifest-path crates/crossdev-node/Cargo.toml \
     --package-json-path package.json --output-dir native --no-js --dts napi.d.ts
 fi
 
 # 7. The WebAssembly module (SIMD128; atomics and a shared memory of up to 4 GiB, which
-#    wasm-bindgen instantiates itself for Node.js), bound with wasm-bindgen and optimised with
-#    wasm-opt.
+#    wasm-bindgen instantiates itself for Node.js; panic=unwind over WebAssembly exception
+#    handling, in its legacy form that Node.js 20 runs, so that running out of memory unwinds
+#    the call rather than trapping), bound with wasm-bindgen and optimised with wasm-opt.
 WASM_OUT=wasm/crossdev_wasm_bg.wasm
-WASM_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals -C panic=abort"
+WASM_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals,+exception-handling -C panic=unwind"
 for arg in --shared-memory --max-memory=4294967296 --import-memory --export=__wasm_init_tls \
   --export=__tls_size --export=__tls_align --export=__tls_base; do
   WASM_RUSTFLAGS+=" -C link-arg=$arg"
@@ -102,7 +103,7 @@ if stale "$WASM_OUT" "${SOURCES[@]}"; then
   "$WB" --target nodejs --out-dir wasm --out-name crossdev_wasm \
     target/wasm/wasm32-unknown-unknown/release/crossdev_wasm.wasm
   npx wasm-opt -O3 --enable-simd --enable-threads --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals "$WASM_OUT" -o "$WASM_OUT"
+    --enable-sign-ext --enable-mutable-globals --enable-exception-handling "$WASM_OUT" -o "$WASM_OUT"
   echo '{ "type": "commonjs" }' > wasm/package.json
 fi
 

@@ -1,20 +1,21 @@
 /**
  * Where tensors and results live, and for how long. On the WebAssembly backend they are views
  * into WebAssembly memory: they must stay valid across later calls and the memory's growth, be
- * freed once dropped, and stay within CROSSDEV_WASM_HELD_BYTES in loops that never yield. The
- * tests run one at a time: they watch the size of that memory.
+ * freed once dropped, and stay within CROSSDEV_WASM_HELD_BYTES in loops that never yield; memory
+ * running out must be an error that leaves everything as it was. The tests run one at a time:
+ * they watch the size of that memory.
  */
 import test from 'ava';
 import { createRequire } from 'node:module';
-import { PerDevice, ReduceOp, ReductionToOneDevice, Tensor, tensor } from '../ts/index.js';
+import { AllReduceCrossDeviceOps, CollectiveAllReduce, CrossDeviceError, type CrossDeviceOps, PerDevice, ReduceOp, ReductionToOneDevice, Tensor, tensor } from '../ts/index.js';
 import { B, anyOverlap, elems } from './helpers.js';
 import { firstDifference, reduceReference, type Data, type DType, type Op } from './reference.js';
 
 const ops = new ReductionToOneDevice();
 const devices = ['/cpu:0', '/cpu:1'];
 
-/** The WebAssembly module backend.ts uses (the same instance: Node caches it), for its memory's size. */
-const wasmModule = (): { heap(): WebAssembly.Memory } => createRequire(import.meta.url)('../wasm/crossdev_wasm.js');
+/** The WebAssembly module backend.ts uses (the same instance: Node caches it), for its memory's size and use. */
+const wasmModule = (): { heap(): WebAssembly.Memory; allocated(): number } => createRequire(import.meta.url)('../wasm/crossdev_wasm.js');
 const wasmBytes = (): number => wasmModule().heap().buffer.byteLength;
 
 /** A float32 value on `devices` with `n` elements that differ per device and element. */
@@ -105,4 +106,49 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
   } finally {
     delete process.env.CROSSDEV_WASM_HELD_BYTES;
   }
+});
+
+(B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] memory running out (CROSSDEV_WASM_MEMORY_BYTES) is ERR_OUT_OF_MEMORY wherever a call stands: nothing changed, nothing lost, the next call right`, (t) => {
+  // 8 devices of 256 KiB, in WebAssembly memory, reduced on the worker threads too; the limit
+  // rises 256 KiB at a time, so that calls run out at each of their allocations in turn.
+  const n = 1 << 16;
+  const names = Array.from({ length: 8 }, (_, d) => `/cpu:${d}`);
+  const datas = names.map((_, d) => Float32Array.from({ length: n }, (_, i) => ((i * 5 + d * 3) % 64) / 4));
+  const pd = new PerDevice(names.map((d, k) => [d, tensor(datas[k], [n], { device: d })] as const));
+  const inputs = pd.values.map((v) => (v as Tensor).data);
+  t.true(inputs.every((a) => a.buffer instanceof SharedArrayBuffer), 'the inputs are in WebAssembly memory');
+  const want = reduceReference('float32', 'SUM', datas);
+  const all: [string, CrossDeviceOps][] = [
+    ['ReductionToOneDevice', new ReductionToOneDevice()],
+    ["AllReduceCrossDeviceOps('nccl', { numPacks: 2 })", new AllReduceCrossDeviceOps('nccl', { numPacks: 2 })],
+    ['CollectiveAllReduce({ bytesPerPack: 256 KiB })', new CollectiveAllReduce({ communicationOptions: { bytesPerPack: 1 << 18 } })],
+  ];
+  const w = wasmModule();
+  const outcomes = { failed: 0, done: 0 };
+  try {
+    for (const [name, op] of all) {
+      for (let extra = 0; extra <= 40 << 20; extra += 1 << 18) {
+        const before = w.allocated();
+        process.env.CROSSDEV_WASM_MEMORY_BYTES = String(before + extra);
+        let results;
+        try {
+          results = op.batchReduceSync(ReduceOp.SUM, [[pd, pd], [pd, pd]]);
+        } catch (e) {
+          outcomes.failed++;
+          t.true(e instanceof CrossDeviceError && e.code === 'ERR_OUT_OF_MEMORY', `${name} with ${extra} bytes free: ${e}`);
+          t.regex((e as Error).message, /exhausted.*Drop tensors and results you no longer need/s);
+          t.is(w.allocated(), before, `${name} with ${extra} bytes free: what the failed call took is freed`);
+          continue;
+        }
+        outcomes.done++;
+        for (const v of results.flatMap((m) => m.values)) t.is(firstDifference('float32', (v as Tensor).data as Data, want), -1, `${name} with ${extra} bytes free`);
+        break;
+      }
+    }
+  } finally {
+    delete process.env.CROSSDEV_WASM_MEMORY_BYTES;
+  }
+  t.is(outcomes.done, all.length, 'each op ran once the limit left it room');
+  t.true(outcomes.failed > 3 * all.length, `calls ran out of memory (${outcomes.failed})`);
+  for (let d = 0; d < names.length; d++) t.is(firstDifference('float32', inputs[d] as Data, datas[d]), -1, `the input on ${names[d]} is unchanged`);
 });

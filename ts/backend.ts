@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CrossDeviceError } from './errors.js';
-import { WasmMemory } from './wasm_memory.js';
+import { memoryLimit, WasmMemory } from './wasm_memory.js';
 
 /** Which implementation of the core is running. */
 export type BackendName = 'native' | 'wasm';
@@ -177,10 +177,20 @@ interface WasmModule {
   heap(): WebAssembly.Memory;
   execute(request: string, ptrs: Uint32Array, lens: Uint32Array): string;
   release(ptr: number): void;
+  allocated(): number;
+  take_peak(): number;
+  set_limit(bytes: number): void;
 }
 
-function outOfMemory(bytes: number): CrossDeviceError {
-  return new CrossDeviceError('ERR_OUT_OF_MEMORY', `WebAssembly memory is exhausted (${bytes} more bytes were needed; it holds at most 4 GiB)`);
+/** The error of an input that could not be copied into WebAssembly memory (the module's own says the same of a call). */
+function outOfMemory(bytes: number, allocated: number): CrossDeviceError {
+  return new CrossDeviceError(
+    'ERR_OUT_OF_MEMORY',
+    `WebAssembly memory is exhausted: an input of ${bytes} bytes could not be copied in (${allocated} bytes of at most ${memoryLimit()} ` +
+      'are taken by tensors and results still held, or dropped but not yet garbage-collected). Nothing was changed. ' +
+      'Drop tensors and results you no longer need and let the event loop turn (await) before the next call, ' +
+      'reduce fewer or smaller tensors per call, or use the native addon.',
+  );
 }
 
 /**
@@ -223,7 +233,8 @@ function startWasmThreads(w: WasmModule, glue: string, threads: number): void {
 /**
  * The WebAssembly core. Tensors and results live in its memory (see wasm_memory.ts): an input
  * already there is read in place, any other is copied in for the call; results stay where the
- * core wrote them, as views, unless the memory holds too much already, when they are copied out.
+ * core wrote them, as views, while that leaves room for another call like the one that made
+ * them, and are copied out otherwise.
  */
 function loadWasm(): Backend {
   const glue = `${root}wasm/crossdev_wasm.js`;
@@ -232,18 +243,25 @@ function loadWasm(): Backend {
   // wasm-bindgen instantiates the module when it is required on the main thread only.
   w.initSync();
   if (threads > 1) startWasmThreads(w, glue, threads);
-  const memory = new WasmMemory(w.heap());
-  const result = ([ptr, len]: [number, number]): Uint8Array => {
-    if (len === 0) return new Uint8Array(0);
-    if (memory.fits(len)) return memory.block(ptr, len, () => w.release(ptr));
-    const copy = memory.copyOut(ptr, len);
-    w.release(ptr);
-    return copy;
+  const memory = new WasmMemory(w.heap(), () => w.allocated());
+  // How blocks are freed: functions made once, here, for the finalizer to hold.
+  const release = (ptr: number) => w.release(ptr);
+  const dealloc = (ptr: number, len: number) => w.dealloc(ptr, len);
+  let limit = -1;
+  /** Passes CROSSDEV_WASM_MEMORY_BYTES on to the module where it has changed. */
+  const applyLimit = () => {
+    const l = memoryLimit();
+    if (l !== limit) w.set_limit(Math.min(l, 2 ** 32 - 1));
+    limit = l;
   };
   const execute = (req: string, inputs: ArrayBufferView[]): Reply => {
+    applyLimit();
     const ptrs = new Uint32Array(inputs.length);
     const lens = new Uint32Array(inputs.length);
     const copied: number[] = [];
+    const before = w.allocated();
+    w.take_peak();
+    let out: string;
     try {
       inputs.forEach((a, i) => {
         lens[i] = a.byteLength;
@@ -252,29 +270,32 @@ function loadWasm(): Backend {
           return;
         }
         ptrs[i] = w.alloc(a.byteLength);
-        if (ptrs[i] === 0) throw outOfMemory(a.byteLength);
+        if (ptrs[i] === 0) throw outOfMemory(a.byteLength, w.allocated());
         copied.push(i);
         memory.view(ptrs[i], a.byteLength).set(bytesOf(a));
       });
-      let out: string;
       try {
         out = w.execute(req, ptrs, lens);
       } catch (e) {
         throw new CrossDeviceError('ERR_INTERNAL', `internal error in the WebAssembly core (please report): ${(e as Error).message}`);
       }
-      const newline = out.indexOf('\n');
-      const buffers = (JSON.parse(out.slice(newline + 1)) as [number, number][]).map(result);
-      return decode(out.slice(0, newline), buffers);
     } finally {
       for (const i of copied) w.dealloc(ptrs[i], lens[i]);
     }
+    // What the call worked in (inputs copied in, results, scratch): what one like it needs next.
+    const work = w.take_peak() - before;
+    const newline = out.indexOf('\n');
+    const places = JSON.parse(out.slice(newline + 1)) as [number, number][];
+    const buffers = memory.results(places, lens.reduce((sum, l) => sum + l, 0), work, release);
+    return decode(out.slice(0, newline), buffers);
   };
   const place = (a: ArrayBufferView): Uint8Array | undefined => {
+    applyLimit();
     const len = a.byteLength;
-    if (len === 0 || memory.holds(a) || !memory.fits(len)) return undefined;
+    if (len === 0 || memory.holds(a) || !memory.fitsTensor(len)) return undefined;
     const ptr = w.alloc(len);
     if (ptr === 0) return undefined;
-    const block = memory.block(ptr, len, () => w.dealloc(ptr, len));
+    const block = memory.block(ptr, len, dealloc);
     block.set(bytesOf(a));
     return block;
   };

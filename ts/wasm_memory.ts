@@ -12,36 +12,85 @@
  * as JavaScript buffers of that size (the native addon tells V8 the same through
  * `napi_adjust_external_memory`).
  *
- * Blocks not yet freed are bounded (`CROSSDEV_WASM_HELD_BYTES`, default 2 GiB of WebAssembly's
- * 4 GiB): past the bound, results are copied out into JavaScript memory and tensors are not
- * copied in. A loop of `…Sync` calls that never yields gets there, since finalizers only run
- * between tasks.
+ * WebAssembly addresses 4 GiB at most, which the blocks held between calls share with each
+ * call's working memory (inputs copied in, results, scratch). A call that finds too little left
+ * fails (`ERR_OUT_OF_MEMORY`), so blocks are held within bounds, past which results are copied
+ * out into JavaScript memory and `tensor()` wraps arrays rather than copying them in:
+ * - a call's results stay only while what is then allocated leaves room for another call like
+ *   it within the capacity: 3.25 GiB, the 4 GiB less room for the allocator's fragmentation, or
+ *   `CROSSDEV_WASM_MEMORY_BYTES` where that is less (the most the module may allocate at all).
+ *   Room for a call is the more of its measured working memory and three times its inputs,
+ *   crossdev's most (a packed all-reduce holds the packs, their sums and the unpacked results),
+ *   so that a bigger call over the same inputs finds room too;
+ * - `tensor()` copies in only while a quarter of the capacity is enough for what is allocated,
+ *   leaving the rest to calls and their results;
+ * - blocks beyond `CROSSDEV_WASM_HELD_BYTES` (default 2 GiB) are never held. A loop of `…Sync`
+ *   calls that never yields gets there: finalizers only run between tasks.
  */
 import { Buffer } from 'node:buffer';
 
 /** The default bound on bytes of blocks not yet freed. */
 const DEFAULT_HELD_BYTES = 2 ** 31;
+/** WebAssembly's addresses: 4 GiB. */
+const ADDRESSES = 2 ** 32;
+/**
+ * What the module may allocate and still expect the next allocation to succeed: 4 GiB less
+ * room for the allocator's fragmentation, the threads' stacks and the module's data (ResNet-50's
+ * list all-reduced over 8 devices, with what it held, ran out of memory with 3.5 GiB allocated).
+ */
+const CAPACITY = 3.25 * 2 ** 30;
+/** The share of the capacity within which `tensor()` copies arrays in. */
+const TENSOR_SHARE = 1 / 4;
+/** The working memory a call may need per byte of its inputs (see the module's description). */
+const WORK_PER_INPUT_BYTE = 3;
 
-/** The bound on bytes of blocks not yet freed (`CROSSDEV_WASM_HELD_BYTES`, read at each check). */
+/** A whole number of bytes from the environment variable `name`, else `fallback` (read at each check). */
+function bytesFromEnv(name: string, fallback: number): number {
+  const v = Number(process.env[name]);
+  return process.env[name] !== '' && Number.isSafeInteger(v) && v >= 0 ? v : fallback;
+}
+
+/** The bound on bytes of blocks not yet freed (`CROSSDEV_WASM_HELD_BYTES`). */
 function heldLimit(): number {
-  const v = Number(process.env.CROSSDEV_WASM_HELD_BYTES);
-  return Number.isSafeInteger(v) && v >= 0 ? v : DEFAULT_HELD_BYTES;
+  return bytesFromEnv('CROSSDEV_WASM_HELD_BYTES', DEFAULT_HELD_BYTES);
+}
+
+/** The most the module may allocate at all (`CROSSDEV_WASM_MEMORY_BYTES`, else its 4 GiB). */
+export function memoryLimit(): number {
+  return Math.min(bytesFromEnv('CROSSDEV_WASM_MEMORY_BYTES', ADDRESSES), ADDRESSES);
+}
+
+/** A block to free once its owner has been collected, and how. */
+interface Freed {
+  readonly ptr: number;
+  readonly len: number;
+  readonly free: (ptr: number, len: number) => void;
 }
 
 /** Blocks of a WebAssembly module's shared memory, freed when no view of them is left. */
 export class WasmMemory {
   private readonly memory: WebAssembly.Memory;
+  /** Bytes the module has allocated now (its allocator's count). */
+  private readonly allocated: () => number;
   /** Every buffer the memory has had (it gets a new one each time it grows): views over any of them are views of it. */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
   /** The owner of the block each view is of. */
   private readonly owners = new WeakMap<ArrayBufferView, ArrayBuffer>();
-  private readonly finalizer = new FinalizationRegistry<() => void>((free) => free());
+  /**
+   * Frees a block once its owner has been collected. What it holds is a record, not a closure:
+   * a closure would keep the scope it was made in alive, views of the block included.
+   */
+  private readonly finalizer = new FinalizationRegistry<Freed>(({ ptr, len, free }) => {
+    this.held -= len;
+    free(ptr, len);
+  });
   private held = 0;
 
-  /** Hands out blocks of `memory`, which must be shared. */
-  constructor(memory: WebAssembly.Memory) {
+  /** Hands out blocks of `memory`, which must be shared; `allocated` tells what the module has allocated. */
+  constructor(memory: WebAssembly.Memory, allocated: () => number) {
     if (!(memory.buffer instanceof SharedArrayBuffer)) throw new Error('the WebAssembly memory is not shared');
     this.memory = memory;
+    this.allocated = allocated;
   }
 
   /** Bytes of blocks not yet freed (those dropped but not yet collected included). */
@@ -54,9 +103,9 @@ export class WasmMemory {
     return this.buffers.has(a.buffer);
   }
 
-  /** Whether a block of `bytes` more stays within the bound. */
-  fits(bytes: number): boolean {
-    return this.held + bytes <= heldLimit();
+  /** Whether a tensor of `bytes` may be copied in (see the module's description). */
+  fitsTensor(bytes: number): boolean {
+    return this.held + bytes <= heldLimit() && this.allocated() + bytes <= Math.min(CAPACITY, memoryLimit()) * TENSOR_SHARE;
   }
 
   /** A view of the `len` bytes at `ptr`, which must stay allocated for as long as it is used. */
@@ -67,31 +116,45 @@ export class WasmMemory {
   }
 
   /**
-   * The block of `len` bytes at `ptr` as a view; `free` is called once that view, and every view
-   * given the same lifetime by {@link adopt}, has been collected.
+   * The block of `len` bytes at `ptr` as a view; `free(ptr, len)` is called once that view, and
+   * every view given the same lifetime by {@link adopt}, has been collected.
    */
-  block(ptr: number, len: number, free: () => void): Uint8Array {
+  block(ptr: number, len: number, free: (ptr: number, len: number) => void): Uint8Array {
     const view = this.view(ptr, len);
     const owner = Buffer.allocUnsafeSlow(len).buffer as ArrayBuffer;
     this.owners.set(view, owner);
     this.held += len;
-    this.finalizer.register(owner, () => {
-      this.held -= len;
-      free();
-    });
+    this.finalizer.register(owner, { ptr, len, free });
     return view;
+  }
+
+  /**
+   * A call's result buffers at `places` (`[address, bytes]`, allocated by the module): views
+   * where they lie while what stays allocated leaves room for another call like it within the
+   * capacity (and the blocks held stay within `CROSSDEV_WASM_HELD_BYTES`); copies in JavaScript
+   * memory past that, whose blocks are freed at once. The call had `inputBytes` of inputs and
+   * `work` bytes of working memory; `free(ptr, len)` frees a result's block.
+   */
+  results(places: readonly (readonly [number, number])[], inputBytes: number, work: number, free: (ptr: number, len: number) => void): Uint8Array[] {
+    const total = places.reduce((sum, [, len]) => sum + len, 0);
+    const next = Math.max(work, WORK_PER_INPUT_BYTE * inputBytes);
+    let room = Math.min(Math.min(CAPACITY, memoryLimit()) - next - (this.allocated() - total), heldLimit() - this.held);
+    return places.map(([ptr, len]) => {
+      if (len === 0) return new Uint8Array(0);
+      if (len <= room) {
+        room -= len;
+        return this.block(ptr, len, free);
+      }
+      const copy = new Uint8Array(len);
+      copy.set(this.view(ptr, len));
+      free(ptr, len);
+      return copy;
+    });
   }
 
   /** Makes `view` (of the same bytes as `source`) keep `source`'s block allocated, if it is of one. */
   adopt(view: ArrayBufferView, source: ArrayBufferView): void {
     const owner = this.owners.get(source);
     if (owner !== undefined) this.owners.set(view, owner);
-  }
-
-  /** A copy of the `len` bytes at `ptr` in a new (JavaScript) ArrayBuffer. */
-  copyOut(ptr: number, len: number): Uint8Array {
-    const copy = new Uint8Array(len);
-    copy.set(this.view(ptr, len));
-    return copy;
   }
 }
