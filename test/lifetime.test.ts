@@ -123,16 +123,23 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
     ["AllReduceCrossDeviceOps('nccl', { numPacks: 2 })", new AllReduceCrossDeviceOps('nccl', { numPacks: 2 })],
     ['CollectiveAllReduce({ bytesPerPack: 256 KiB })', new CollectiveAllReduce({ communicationOptions: { bytesPerPack: 1 << 18 } })],
   ];
+  const batch = [[pd, pd], [pd, pd]] as const;
   const w = wasmModule();
   const outcomes = { failed: 0, done: 0 };
   try {
     for (const [name, op] of all) {
+      // A call with room, and one without: what the core makes once and keeps (caches, the
+      // panic machinery's state) is made then.
+      delete process.env.CROSSDEV_WASM_MEMORY_BYTES;
+      op.batchReduceSync(ReduceOp.SUM, batch);
+      process.env.CROSSDEV_WASM_MEMORY_BYTES = String(w.allocated());
+      t.throws(() => op.batchReduceSync(ReduceOp.SUM, batch), { code: 'ERR_OUT_OF_MEMORY' });
       for (let extra = 0; extra <= 40 << 20; extra += 1 << 18) {
         const before = w.allocated();
         process.env.CROSSDEV_WASM_MEMORY_BYTES = String(before + extra);
         let results;
         try {
-          results = op.batchReduceSync(ReduceOp.SUM, [[pd, pd], [pd, pd]]);
+          results = op.batchReduceSync(ReduceOp.SUM, batch);
         } catch (e) {
           outcomes.failed++;
           t.true(e instanceof CrossDeviceError && e.code === 'ERR_OUT_OF_MEMORY', `${name} with ${extra} bytes free: ${e}`);

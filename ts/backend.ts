@@ -25,7 +25,8 @@ export interface Reply {
 interface Backend {
   name: BackendName;
   execute(request: string, inputs: ArrayBufferView[]): Reply;
-  executeAsync(request: string, inputs: ArrayBufferView[]): Promise<Reply>;
+  /** `offThread`: never run inline, whatever the size of `inputs` (they are GPU tensors' handles). */
+  executeAsync(request: string, inputs: ArrayBufferView[], offThread?: boolean): Promise<Reply>;
   /** A copy of `a` in the core's own memory, or undefined where `a` stays where it is. */
   place(a: ArrayBufferView): Uint8Array | undefined;
   /** Makes `view`, of the same bytes as `source`, keep them allocated as long as `source` does. */
@@ -113,9 +114,9 @@ function nativeBackend(addon: NativeAddon, processGroup = false): Backend {
   return {
     name: 'native',
     execute,
-    executeAsync: async (req, inputs) => {
+    executeAsync: async (req, inputs, offThread = false) => {
       // Across processes a small op may still wait for other ranks: it never blocks this thread.
-      if (!processGroup && inputs.reduce((n, a) => n + a.byteLength, 0) < INLINE_BYTES) return execute(req, inputs);
+      if (!processGroup && !offThread && inputs.reduce((n, a) => n + a.byteLength, 0) < INLINE_BYTES) return execute(req, inputs);
       const r = await addon.executeAsync(req, inputs.map(bytesOf));
       return decode(r.meta, views(r.buffers));
     },
@@ -342,7 +343,7 @@ export function call(): Pick<Backend, 'execute' | 'executeAsync'> {
   const b = core();
   return {
     execute: (req, inputs) => b.execute(withDebug(req), inputs),
-    executeAsync: (req, inputs) => b.executeAsync(withDebug(req), inputs),
+    executeAsync: (req, inputs, offThread) => b.executeAsync(withDebug(req), inputs, offThread),
   };
 }
 

@@ -19,6 +19,7 @@ export {
   HierarchicalCopyAllReduce,
   NcclAllReduce,
   type AllReduceOptions,
+  type BroadcastValue,
   CrossDeviceOps,
   CrossTowerOps,
   ReduceOp,
@@ -28,6 +29,7 @@ export {
   type ReduceInput,
   type ReductionToOneDeviceOptions,
 } from './ops.js';
+export { GpuTensor, residentMemory } from './gpu_tensor.js';
 export { DEFAULT_DEVICE, IndexedSlices, isTfjsTensor, Tensor, tensor, type DType, type TensorLike, type TensorOptions, type TfjsModule, type TfjsTensor, type TypedArray } from './tensor.js';
 export { DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceEntries, type DeviceValue } from './values.js';
 export { Plan, type BytesMoved, type PlanChunk, type PlanStep } from './plan.js';

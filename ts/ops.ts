@@ -5,7 +5,8 @@
 import { call, type Reply } from './backend.js';
 import { probeGpus } from './gpus.js';
 import { CrossDeviceError } from './errors.js';
-import { encodeSlices, IndexedSlices, isTfjsTensor, Tensor, tensor, typedView, type TensorLike, type TfjsTensor } from './tensor.js';
+import { GpuTensor } from './gpu_tensor.js';
+import { encodeSlices, encodeTensor, IndexedSlices, isTfjsTensor, Tensor, tensor, typedView, type TensorLike, type TfjsTensor } from './tensor.js';
 import { CANONICAL, DistributedValues, MapOutput, Mirrored, PerDevice, type DeviceValue } from './values.js';
 
 /** How values from several devices combine. MEAN divides the sum by the number of contributions. */
@@ -26,23 +27,25 @@ export type ReduceOp = (typeof ReduceOp)[keyof typeof ReduceOp];
 export type Destinations = DistributedValues | string | readonly string[] | { readonly device: string };
 
 /** A reduce input: a `PerDevice` value, or one tensor/slices on its device (a TensorFlow.js tensor is on /cpu:0). */
-export type ReduceInput = PerDevice | Tensor | IndexedSlices | TfjsTensor;
+export type ReduceInput = PerDevice | Tensor | GpuTensor | IndexedSlices | TfjsTensor;
 
-/** Collects the TypedArrays a request refers to and describes arguments in the wire format. */
+/**
+ * Collects the TypedArrays a request refers to and describes arguments in the wire format (GPU
+ * tensors by handle).
+ */
 export class Encoder {
   readonly inputs: ArrayBufferView[] = [];
-
-  private buf(a: ArrayBufferView): number {
-    this.inputs.push(a);
-    return this.inputs.length - 1;
-  }
+  /** Whether a GPU tensor is among the arguments (the request then runs off the JavaScript thread). */
+  resident = false;
 
   value(v: unknown): object {
-    if (v instanceof Tensor) return { dense: { buf: this.buf(v.data), dtype: v.dtype, shape: v.shape } };
+    if (v instanceof Tensor || v instanceof GpuTensor) {
+      this.resident ||= v instanceof GpuTensor;
+      return { dense: encodeTensor(v, this.inputs) };
+    }
     if (v instanceof IndexedSlices) {
-      const first = this.buf(v.values.data);
-      this.buf(v.indices.data);
-      return encodeSlices(v, first);
+      this.resident ||= v.values instanceof GpuTensor || v.indices instanceof GpuTensor;
+      return encodeSlices(v, this.inputs);
     }
     if (v instanceof MapOutput) return { many: v.values.map((x) => this.value(x)) };
     if (isTfjsTensor(v)) return this.value(tensor(v));
@@ -52,7 +55,7 @@ export class Encoder {
   input(x: unknown): object {
     if (x instanceof DistributedValues) return { perDevice: [...x.entries()].map(([d, v]) => [d, this.value(v)]) };
     if (Array.isArray(x)) return { sequence: describe(x) };
-    if (x instanceof Tensor || x instanceof IndexedSlices) return { located: { device: x.device, value: this.value(x) } };
+    if (x instanceof Tensor || x instanceof GpuTensor || x instanceof IndexedSlices) return { located: { device: x.device, value: this.value(x) } };
     if (isTfjsTensor(x)) return this.input(tensor(x));
     return { other: describe(x) };
   }
@@ -82,8 +85,8 @@ function describe(x: unknown): string {
   return typeof x === 'string' ? JSON.stringify(x) : String(x);
 }
 
-function decodeValue(v: any, buffers: ArrayBufferView[], device: string): Tensor | IndexedSlices {
-  const t = (w: any) => new Tensor(typedView(w.dtype, buffers[w.buf]), w.shape, w.dtype, device);
+function decodeValue(v: any, buffers: ArrayBufferView[], device: string): Tensor | GpuTensor | IndexedSlices<Tensor | GpuTensor> {
+  const t = (w: any) => ('gpu' in w ? new GpuTensor(w.gpu, w.shape, w.dtype, device) : new Tensor(typedView(w.dtype, buffers[w.buf]), w.shape, w.dtype, device));
   if ('dense' in v) return t(v.dense);
   return new IndexedSlices(t(v.sparse.values), t(v.sparse.indices), v.sparse.denseShape);
 }
@@ -95,15 +98,19 @@ export function decodeResults(reply: Reply): Mirrored[] {
   );
 }
 
-function asValue(x: Tensor | IndexedSlices | TensorLike): Tensor | IndexedSlices | MapOutput {
+function asValue(x: BroadcastValue): Tensor | GpuTensor | IndexedSlices | MapOutput {
   // A MapOutput goes to the core as it is, which refuses to broadcast it.
-  return x instanceof Tensor || x instanceof IndexedSlices || x instanceof MapOutput ? x : tensor(x as TensorLike);
+  return x instanceof Tensor || x instanceof GpuTensor || x instanceof IndexedSlices || x instanceof MapOutput ? x : tensor(x as TensorLike);
 }
+
+/** What {@link CrossDeviceOps.broadcast} copies: a host or GPU tensor, slices, or data for a host tensor. */
+export type BroadcastValue = Tensor | GpuTensor | IndexedSlices | TensorLike;
 
 /**
  * Reduces per-device values and broadcasts values to devices (`tf.distribute.CrossDeviceOps`).
  * Every operation has a Promise form (work runs off the JavaScript thread on the native backend)
- * and a `…Sync` form.
+ * and a `…Sync` form. Values may be GPU tensors: an operation with any among its inputs returns
+ * GPU tensors for its results on GPU devices (host tensors elsewhere).
  */
 export abstract class CrossDeviceOps {
   /** The op's configuration as the core reads it. */
@@ -114,21 +121,21 @@ export abstract class CrossDeviceOps {
     call().execute(JSON.stringify({ call: 'checkOps', ops: this.spec }), []);
   }
 
-  private reduceRequest(op: ReduceOp, value: ReduceInput, destinations: Destinations): [string, ArrayBufferView[]] {
+  private reduceRequest(op: ReduceOp, value: ReduceInput, destinations: Destinations): [string, ArrayBufferView[], boolean] {
     const enc = new Encoder();
     const req = { call: 'reduce', ops: this.spec, op, value: enc.input(value), destinations: enc.destinations(destinations) };
-    return [JSON.stringify(req), enc.inputs];
+    return [JSON.stringify(req), enc.inputs, enc.resident];
   }
 
-  private batchRequest(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): [string, ArrayBufferView[]] {
+  private batchRequest(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): [string, ArrayBufferView[], boolean] {
     const enc = new Encoder();
-    return [JSON.stringify({ call: 'batchReduce', ops: this.spec, op, pairs: enc.pairs(pairs) }), enc.inputs];
+    return [JSON.stringify({ call: 'batchReduce', ops: this.spec, op, pairs: enc.pairs(pairs) }), enc.inputs, enc.resident];
   }
 
-  private broadcastRequest(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): [string, ArrayBufferView[]] {
+  private broadcastRequest(value: BroadcastValue, destinations: Destinations): [string, ArrayBufferView[], boolean] {
     const enc = new Encoder();
     const req = { call: 'broadcast', ops: this.spec, value: enc.value(asValue(value)), destinations: enc.destinations(destinations) };
-    return [JSON.stringify(req), enc.inputs];
+    return [JSON.stringify(req), enc.inputs, enc.resident];
   }
 
   /** Reduces `value` with `op` and puts the result on every device of `destinations`. */
@@ -138,7 +145,8 @@ export abstract class CrossDeviceOps {
 
   /** {@link reduce}, on the calling thread. */
   reduceSync(op: ReduceOp, value: ReduceInput, destinations: Destinations): Mirrored {
-    return decodeResults(call().execute(...this.reduceRequest(op, value, destinations)))[0];
+    const [req, inputs] = this.reduceRequest(op, value, destinations);
+    return decodeResults(call().execute(req, inputs))[0];
   }
 
   /** Reduces each `[value, destinations]` pair; results in the order of the pairs. */
@@ -148,17 +156,19 @@ export abstract class CrossDeviceOps {
 
   /** {@link batchReduce}, on the calling thread. */
   batchReduceSync(op: ReduceOp, pairs: readonly (readonly [ReduceInput, Destinations])[]): Mirrored[] {
-    return decodeResults(call().execute(...this.batchRequest(op, pairs)));
+    const [req, inputs] = this.batchRequest(op, pairs);
+    return decodeResults(call().execute(req, inputs));
   }
 
   /** Copies `value` to every device of `destinations`. */
-  async broadcast(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): Promise<Mirrored> {
+  async broadcast(value: BroadcastValue, destinations: Destinations): Promise<Mirrored> {
     return decodeResults(await call().executeAsync(...this.broadcastRequest(value, destinations)))[0];
   }
 
   /** {@link broadcast}, on the calling thread. */
-  broadcastSync(value: Tensor | IndexedSlices | TensorLike, destinations: Destinations): Mirrored {
-    return decodeResults(call().execute(...this.broadcastRequest(value, destinations)))[0];
+  broadcastSync(value: BroadcastValue, destinations: Destinations): Mirrored {
+    const [req, inputs] = this.broadcastRequest(value, destinations);
+    return decodeResults(call().execute(req, inputs))[0];
   }
 }
 

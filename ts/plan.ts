@@ -69,9 +69,9 @@ export class Plan {
     return this.#text;
   }
 
-  #request(value: PerDevice, op: ReduceOp): [string, ArrayBufferView[]] {
+  #request(value: PerDevice, op: ReduceOp): [string, ArrayBufferView[], boolean] {
     const enc = new Encoder();
-    return [JSON.stringify({ call: 'runPlan', plan: this.#spec, op, value: enc.input(value) }), enc.inputs];
+    return [JSON.stringify({ call: 'runPlan', plan: this.#spec, op, value: enc.input(value) }), enc.inputs, enc.resident];
   }
 
   /** Runs the plan on host devices: `value` has a tensor of `elements` elements on each input device. */
@@ -81,6 +81,7 @@ export class Plan {
 
   /** {@link run}, on the calling thread. */
   runSync(value: PerDevice, op: ReduceOp = ReduceOp.SUM): Mirrored {
-    return decodeResults(call().execute(...this.#request(value, op)))[0];
+    const [req, inputs] = this.#request(value, op);
+    return decodeResults(call().execute(req, inputs))[0];
   }
 }

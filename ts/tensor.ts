@@ -5,6 +5,7 @@
  */
 import { call, intoCoreMemory, withLifetimeOf } from './backend.js';
 import { CrossDeviceError } from './errors.js';
+import { GpuTensor, upload } from './gpu_tensor.js';
 
 /** Element types. `float16` and `bfloat16` are stored as their bits in a `Uint16Array`. */
 export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int32' | 'int64';
@@ -28,8 +29,18 @@ const STORAGE: Record<DType, { new (buffer: ArrayBufferLike, byteOffset?: number
 export interface TensorOptions {
   /** Element type; by default inferred from the TypedArray, `float32` for plain numbers. */
   dtype?: DType;
-  /** The device the tensor is on (any TensorFlow spelling); default `/cpu:0`. */
+  /**
+   * The device the tensor is on (any TensorFlow spelling); default `/cpu:0`, or `/gpu:0` with
+   * `resident`. Without `resident` the elements stay in host memory whatever the device says
+   * (a host tensor labelled `/gpu:1` runs the same everywhere).
+   */
   device?: string;
+  /**
+   * Upload the elements to the GPU `device` names and return a {@link GpuTensor}:
+   * `ERR_NO_CUDA` where there is no GPU (or no GPU support: the WebAssembly backend),
+   * `ERR_INVALID_DEVICE` when `device` is not a GPU.
+   */
+  resident?: boolean;
 }
 
 /**
@@ -188,6 +199,16 @@ export class Tensor {
     return tf.tensor(this.data as Float32Array | Int32Array, [...this.shape], this.dtype);
   }
 
+  /** This tensor: it is in host memory already (so that code reading results treats host and GPU tensors alike). */
+  async toHost(): Promise<Tensor> {
+    return this;
+  }
+
+  /** This tensor (see {@link toHost}). */
+  toHostSync(): Tensor {
+    return this;
+  }
+
   /** A short description: dtype, shape and device. */
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`;
@@ -201,14 +222,17 @@ export class Tensor {
  * arrays are converted. `shape` defaults to the array's own shape (a 1-D length, a nested
  * array's dimensions, `[]` for a number).
  */
-export function tensor(data: TensorLike, shape?: readonly number[], options: TensorOptions = {}): Tensor {
+export function tensor(data: TensorLike, shape: readonly number[] | undefined, options: TensorOptions & { resident: true }): GpuTensor;
+export function tensor(data: TensorLike, shape: readonly number[] | undefined, options: TensorOptions & { resident: boolean }): Tensor | GpuTensor;
+export function tensor(data: TensorLike, shape?: readonly number[], options?: TensorOptions & { resident?: false }): Tensor;
+export function tensor(data: TensorLike, shape?: readonly number[], options: TensorOptions = {}): Tensor | GpuTensor {
   if (isTfjsTensor(data)) {
     // TensorFlow.js's CPU backend hands out its own storage: no copy (but the one into
     // WebAssembly memory on that backend, below).
     if (data.dtype !== 'float32' && data.dtype !== 'int32') {
       throw new CrossDeviceError('ERR_INVALID_TENSOR', `TensorFlow.js tensors of dtype ${data.dtype} cannot be reduced; crossdev takes float32 and int32 ones`);
     }
-    return tensor(data.dataSync() as TypedArray, shape ?? data.shape, { ...options, dtype: data.dtype });
+    return tensor(data.dataSync() as TypedArray, shape ?? data.shape, { ...options, dtype: data.dtype, resident: options.resident ?? false });
   }
   const inferred = inferDType(data);
   let dtype = options.dtype ?? inferred;
@@ -234,6 +258,8 @@ export function tensor(data: TensorLike, shape?: readonly number[], options: Ten
     if (shape) checkShape(shape);
     typed = fromNumbers(values, dtype);
   }
+  // The core checks the shape and the device, then copies the elements to the GPU.
+  if (options.resident) return upload(typed, shape ?? own, dtype, options.device ?? '/gpu:0');
   // On the WebAssembly backend the elements move into its memory now, once, so that operations
   // (and the check below) read them in place.
   const placed = STORAGE[dtype] === undefined ? undefined : intoCoreMemory(typed);
@@ -245,30 +271,34 @@ export function tensor(data: TensorLike, shape?: readonly number[], options: Ten
 
 /**
  * Sparse rows of a dense tensor of shape `denseShape`: row `indices[k]` is `values[k]`.
+ * Values and indices are host tensors, or GPU tensors (`T`).
  * Gradients of embedding lookups have this form. Reducing slices concatenates them.
  */
-export class IndexedSlices {
+export class IndexedSlices<T extends Tensor | GpuTensor = Tensor> {
   /** The rows, shape `[k, ...denseShape.slice(1)]`. */
-  readonly values: Tensor;
+  readonly values: T;
   /** Row numbers, an int32 or int64 tensor of length k. */
-  readonly indices: Tensor;
+  readonly indices: T;
   /** Shape of the dense tensor. */
   readonly denseShape: readonly number[];
   /** The device the slices are on (that of `values`). */
   readonly device: string;
 
-  constructor(values: Tensor, indices: Tensor, denseShape: readonly number[]) {
+  /** Values and indices may be GPU tensors (checking them reads them to the host once). */
+  constructor(values: T, indices: T, denseShape: readonly number[]) {
     checkShape(denseShape);
     this.values = values;
     this.indices = indices;
     this.denseShape = Object.freeze([...denseShape]);
     this.device = values.device;
-    call().execute(JSON.stringify({ call: 'checkValue', value: encodeSlices(this, 0) }), [values.data, indices.data]);
+    const inputs: ArrayBufferView[] = [];
+    call().execute(JSON.stringify({ call: 'checkValue', value: encodeSlices(this, inputs) }), inputs);
   }
 
-  /** The dense tensor: zeros with each row added at its index (duplicate indices sum). */
+  /** The dense tensor, in host memory: zeros with each row added at its index (duplicate indices sum). */
   densify(): Tensor {
-    const reply = call().execute(JSON.stringify({ call: 'densify', value: encodeSlices(this, 0) }), [this.values.data, this.indices.data]);
+    const inputs: ArrayBufferView[] = [];
+    const reply = call().execute(JSON.stringify({ call: 'densify', value: encodeSlices(this, inputs) }), inputs);
     const d = reply.meta.value.dense;
     return new Tensor(typedView(d.dtype, reply.buffers[d.buf]), d.shape, d.dtype, this.device);
   }
@@ -279,13 +309,14 @@ export class IndexedSlices {
   }
 }
 
-/** The wire form of slices whose values and indices are input buffers `first` and `first + 1`. */
-export function encodeSlices(s: IndexedSlices, first: number): object {
-  return {
-    sparse: {
-      values: { buf: first, dtype: s.values.dtype, shape: s.values.shape },
-      indices: { buf: first + 1, dtype: s.indices.dtype, shape: s.indices.shape },
-      denseShape: s.denseShape,
-    },
-  };
+/** The wire form of `t`: its handle for a GPU tensor, else its elements appended to `inputs`. */
+export function encodeTensor(t: Tensor | GpuTensor, inputs: ArrayBufferView[]): object {
+  if (t instanceof GpuTensor) return t.wire();
+  inputs.push(t.data);
+  return { buf: inputs.length - 1, dtype: t.dtype, shape: t.shape };
+}
+
+/** The wire form of slices, host elements appended to `inputs`. */
+export function encodeSlices(s: IndexedSlices<Tensor | GpuTensor>, inputs: ArrayBufferView[]): object {
+  return { sparse: { values: encodeTensor(s.values, inputs), indices: encodeTensor(s.indices, inputs), denseShape: s.denseShape } };
 }

@@ -6,20 +6,21 @@
 import { call } from './backend.js';
 import { canonicalizeDevice } from './device.js';
 import { CrossDeviceError } from './errors.js';
+import type { GpuTensor } from './gpu_tensor.js';
 import type { IndexedSlices, Tensor, TfjsTensor } from './tensor.js';
 
 /** Several values produced on one device; each counts as one contribution for MEAN. */
 export class MapOutput {
   /** The values. */
-  readonly values: readonly (Tensor | IndexedSlices)[];
+  readonly values: readonly (Tensor | GpuTensor | IndexedSlices<Tensor | GpuTensor>)[];
 
-  constructor(values: readonly (Tensor | IndexedSlices)[]) {
+  constructor(values: readonly (Tensor | GpuTensor | IndexedSlices<Tensor | GpuTensor>)[]) {
     this.values = Object.freeze([...values]);
   }
 }
 
 /** What a device may hold. */
-export type DeviceValue = Tensor | IndexedSlices | MapOutput | TfjsTensor;
+export type DeviceValue = Tensor | GpuTensor | IndexedSlices<Tensor | GpuTensor> | MapOutput | TfjsTensor;
 
 /** Device → value pairs, as a plain object, a Map or a list of entries. */
 export type DeviceEntries<V> = Record<string, V> | Map<string, V> | Iterable<readonly [string, V]>;
@@ -89,7 +90,7 @@ export class DistributedValues<V extends DeviceValue = DeviceValue> {
 export class PerDevice<V extends DeviceValue = DeviceValue> extends DistributedValues<V> {}
 
 /** Identical values, one per device: the result of a reduction or broadcast. */
-export class Mirrored<V extends Tensor | IndexedSlices = Tensor | IndexedSlices> extends DistributedValues<V> {
+export class Mirrored<V extends Tensor | GpuTensor | IndexedSlices<Tensor | GpuTensor> = Tensor | GpuTensor | IndexedSlices<Tensor | GpuTensor>> extends DistributedValues<V> {
   /** The value on `device`, or, without a device, the first one (they are all equal). */
   override get(device?: string): V {
     if (device === undefined) return this.values[0];

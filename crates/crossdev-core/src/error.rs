@@ -36,6 +36,8 @@ pub enum ErrorCode {
     NoCuda,
     /// A CUDA call failed (the message names it and CUDA's error).
     Cuda,
+    /// A GPU tensor was used after `dispose()` (or its handle is unknown to this process).
+    Disposed,
     /// A cross-process op did not complete in time (a rank died, hangs or runs another op).
     Timeout,
     /// A rank of the process group is gone (its process ended or its link broke).
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
             ErrorCode::NoCuda => "ERR_NO_CUDA",
             ErrorCode::Cuda => "ERR_CUDA",
+            ErrorCode::Disposed => "ERR_DISPOSED",
             ErrorCode::Timeout => "ERR_TIMEOUT",
             ErrorCode::PeerLost => "ERR_PEER_LOST",
             ErrorCode::RankMismatch => "ERR_RANK_MISMATCH",

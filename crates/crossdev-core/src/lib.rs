@@ -18,6 +18,7 @@ pub mod pack;
 pub mod plan;
 pub mod pool;
 pub mod reduce_op;
+pub mod resident;
 pub mod spec;
 pub mod tensor;
 pub mod topology;

@@ -3,6 +3,12 @@
 //! A binding hands over a JSON request plus the raw bytes of every input TypedArray, and gets back
 //! JSON metadata plus owned result buffers. Because argument interpretation, validation and
 //! dispatch all happen here, the bindings stay a few lines each and behave identically.
+//!
+//! A tensor may also be a GPU tensor of the installed [`resident`] store: `{"gpu": handle}` in
+//! place of `{"buf": index}`, in requests and in responses. Such inputs are staged through host
+//! memory (see [`resident`]); results of a request with GPU inputs whose device is a GPU come
+//! back as new GPU tensors. `upload`, `download`, `release` and `residentUsage` move tensors
+//! to and from the GPU, free them and count them.
 
 use crate::device::{canonicalize, resolve};
 use crate::dtype::DType;
@@ -25,9 +31,11 @@ use crate::pack::{extract_ranges, group_by_size, split_grads_by_size, AggregateS
 use crate::plan::{host, Chunk, Plan, Step};
 use crate::topology::{choose_on_machine, choose_the_best, Choice};
 use crate::reduce_op::ReduceOp;
+use crate::resident::{self, Usage};
 use crate::tensor::{Buffer, Tensor};
 use crate::values::{normalize_pairs, Destinations, Input, Mirrored, PerDevice, RawPair, Value};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 
 #[derive(Deserialize)]
 #[serde(tag = "call", rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -59,6 +67,10 @@ enum Request {
     Pack { packer: PackerW, grads: Vec<Vec<TensorW>> },
     Unpack { packer: PackerW, grads: Vec<Vec<TensorW>>, info: serde_json::Value },
     ToNumbers { tensor: TensorW },
+    Upload { tensor: TensorW, device: String },
+    Download { tensor: TensorW },
+    Release { handle: u64 },
+    ResidentUsage,
 }
 
 /// The GPUs this machine has, as the facade found them (nvidia-smi).
@@ -223,9 +235,14 @@ enum PackerW {
     SmallTensors { max_bytes: i64, max_group: i64 },
 }
 
+/// A tensor argument: input buffer `buf` (host elements), or GPU tensor `gpu` (a handle of the
+/// installed [`resident`] store).
 #[derive(Deserialize)]
 struct TensorW {
-    buf: usize,
+    #[serde(default)]
+    buf: Option<usize>,
+    #[serde(default)]
+    gpu: Option<u64>,
     dtype: String,
     shape: Vec<i64>,
 }
@@ -265,9 +282,13 @@ enum PairW {
     NotTuple,
 }
 
+/// A result tensor: result buffer `buf` (host elements), or the handle `gpu` of a GPU tensor.
 #[derive(Serialize)]
 struct TensorOut {
-    buf: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buf: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu: Option<u64>,
     dtype: &'static str,
     shape: Vec<usize>,
 }
@@ -304,6 +325,7 @@ enum ResponseW {
     Value(ValueOut),
     Device(String),
     Devices(Vec<String>),
+    Usage(Usage),
     Ok,
     Error { code: &'static str, message: String },
 }
@@ -331,14 +353,29 @@ fn shape_of(dims: &[i64]) -> Result<Vec<usize>> {
 
 struct Decoder<'a> {
     inputs: &'a [&'a [u8]],
+    /// Whether a GPU tensor was among the arguments (staged through host memory): results on
+    /// GPU devices then go back to the GPU.
+    staged: Cell<bool>,
 }
 
 impl<'a> Decoder<'a> {
     fn tensor(&self, t: &TensorW) -> Result<Tensor<'a>> {
-        let bytes = self.inputs.get(t.buf).ok_or_else(|| {
-            CrossDeviceError::new(ErrorCode::Protocol, format!("no input buffer {}", t.buf))
-        })?;
-        Tensor::from_bytes(DType::parse(&t.dtype)?, shape_of(&t.shape)?, bytes)
+        let dtype = DType::parse(&t.dtype)?;
+        match (t.buf, t.gpu) {
+            (Some(buf), None) => {
+                let bytes = self.inputs.get(buf).ok_or_else(|| CrossDeviceError::new(ErrorCode::Protocol, format!("no input buffer {buf}")))?;
+                Tensor::from_bytes(dtype, shape_of(&t.shape)?, bytes)
+            }
+            (None, Some(handle)) => {
+                let data = resident::store()?.download(handle)?;
+                if data.dtype() != dtype {
+                    return fail(ErrorCode::Protocol, format!("GPU tensor {handle} holds {}, the request says {}", data.dtype().name(), dtype.name()));
+                }
+                self.staged.set(true);
+                Tensor::new(shape_of(&t.shape)?, data)
+            }
+            _ => fail(ErrorCode::Protocol, "a tensor names either an input buffer (buf) or a GPU tensor (gpu)"),
+        }
     }
 
     fn value(&self, v: &ValueW) -> Result<Value<'a>> {
@@ -444,21 +481,45 @@ fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> 
 #[derive(Default)]
 struct Encoder {
     buffers: Vec<Buffer<'static>>,
+    /// GPU tensors made for this response (released again if the request fails).
+    handles: Vec<u64>,
+    /// Whether results on GPU devices become GPU tensors (the request had GPU tensors).
+    to_gpus: bool,
 }
 
 impl Encoder {
     fn tensor(&mut self, t: Tensor<'static>) -> TensorOut {
         let dtype = t.dtype().name();
         self.buffers.push(t.data);
-        TensorOut { buf: self.buffers.len() - 1, dtype, shape: t.shape }
+        TensorOut { buf: Some(self.buffers.len() - 1), gpu: None, dtype, shape: t.shape }
+    }
+
+    /// `t` as a GPU tensor on `device` (canonical GPU name).
+    fn uploaded(&mut self, device: &str, t: Tensor<'static>) -> Result<TensorOut> {
+        let handle = resident::store()?.upload(device, &t.data)?;
+        self.handles.push(handle);
+        Ok(TensorOut { buf: None, gpu: Some(handle), dtype: t.dtype().name(), shape: t.shape })
+    }
+
+    /// `t` as a host result, or as a GPU tensor on `gpu`.
+    fn placed(&mut self, gpu: Option<&str>, t: Tensor<'static>) -> Result<TensorOut> {
+        match gpu {
+            Some(device) => self.uploaded(device, t),
+            None => Ok(self.tensor(t)),
+        }
     }
 
     fn value(&mut self, v: Value<'static>) -> Result<ValueOut> {
+        self.value_on(None, v)
+    }
+
+    /// `v` in host results, or, with `gpu`, every tensor of it as a GPU tensor there.
+    fn value_on(&mut self, gpu: Option<&str>, v: Value<'static>) -> Result<ValueOut> {
         Ok(match v {
-            Value::Dense(t) => ValueOut::Dense(self.tensor(t)),
+            Value::Dense(t) => ValueOut::Dense(self.placed(gpu, t)?),
             Value::Sparse(s) => ValueOut::Sparse {
-                values: self.tensor(s.values),
-                indices: self.tensor(s.indices),
+                values: self.placed(gpu, s.values)?,
+                indices: self.placed(gpu, s.indices)?,
                 dense_shape: s.dense_shape,
             },
             Value::Many(_) => return fail(ErrorCode::Internal, "a result cannot be a list"),
@@ -469,15 +530,23 @@ impl Encoder {
         grads.into_iter().map(|g| g.into_iter().map(|t| self.tensor(t)).collect()).collect()
     }
 
+    /// The entries of `m`; those on GPUs as GPU tensors when [`Self::to_gpus`] says so.
     fn mirrored(&mut self, m: Mirrored<Value<'static>>) -> Result<Vec<(String, ValueOut)>> {
-        m.into_entries().into_iter().map(|(d, v)| Ok((d, self.value(v)?))).collect()
+        m.into_entries()
+            .into_iter()
+            .map(|(d, v)| {
+                let gpu = (self.to_gpus && resident::is_gpu(&d)).then_some(d.as_str());
+                let out = self.value_on(gpu, v)?;
+                Ok((d, out))
+            })
+            .collect()
     }
 }
 
 fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<ResponseW> {
     let request: Request = serde_json::from_str(request)
         .map_err(|e| CrossDeviceError::new(ErrorCode::Protocol, format!("bad request: {e}")))?;
-    let dec = Decoder { inputs };
+    let dec = Decoder { inputs, staged: Cell::new(false) };
     Ok(match request {
         Request::Reduce { ops, op, value, destinations: d } => {
             // Arguments are checked in TensorFlow's order: the value, the destinations, the op.
@@ -486,6 +555,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             let d = destinations(d);
             d.validate()?;
             let m = ops.reduce(ReduceOp::parse(&op)?, Input::PerDevice(value), &d)?;
+            enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::BatchReduce { ops, op, pairs } => {
@@ -508,10 +578,12 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
                 d.validate()?;
             }
             let results = ops.batch_reduce(ReduceOp::parse(&op)?, &pairs)?;
+            enc.to_gpus = dec.staged.get();
             ResponseW::Results(results.into_iter().map(|m| enc.mirrored(m)).collect::<Result<_>>()?)
         }
         Request::Broadcast { ops, value, destinations: d } => {
             let m = build_ops(ops)?.broadcast(&dec.value(&value)?, &destinations(d))?;
+            enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::CheckOps { ops } => build_ops(ops).map(|_| ResponseW::Ok)?,
@@ -525,7 +597,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             devices.iter().map(|d| canonicalize(d, None)).collect::<Result<_>>()?,
         ),
         Request::FromNumbers { buf, dtype, shape } => {
-            let numbers = dec.tensor(&TensorW { buf, dtype: "float64".into(), shape: shape.clone() })?;
+            let numbers = dec.tensor(&TensorW { buf: Some(buf), gpu: None, dtype: "float64".into(), shape: shape.clone() })?;
             let Buffer::F64(xs) = &numbers.data else { unreachable!("decoded as float64") };
             let t = Tensor::new(shape_of(&shape)?, from_f64(xs, DType::parse(&dtype)?))?;
             ResponseW::Value(enc.value(Value::Dense(t))?)
@@ -564,6 +636,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
                     .map(|(i, data)| Ok((plan.devices[plan.buffers[i].device].clone(), Value::Dense(Tensor::new(shape.clone(), data)?))))
                     .collect::<Result<Vec<_>>>()?,
             )?;
+            enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::ExtractRanges { indices, range_size_limit } => {
@@ -625,6 +698,24 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             };
             ResponseW::Packed { grads: enc.grads(unpacked), info: serde_json::Value::Null }
         }
+        Request::Upload { tensor, device } => {
+            let device = resident::gpu_device(&device)?;
+            let t = dec.tensor(&tensor)?.into_owned();
+            ResponseW::Value(ValueOut::Dense(enc.uploaded(&device, t)?))
+        }
+        Request::Download { tensor } => {
+            if tensor.gpu.is_none() {
+                return fail(ErrorCode::Protocol, "download takes a GPU tensor");
+            }
+            ResponseW::Value(enc.value(Value::Dense(dec.tensor(&tensor)?.into_owned()))?)
+        }
+        Request::Release { handle } => {
+            if let Some(store) = resident::installed() {
+                store.release(handle);
+            }
+            ResponseW::Ok
+        }
+        Request::ResidentUsage => ResponseW::Usage(resident::installed().map(|s| s.usage()).unwrap_or_default()),
         Request::Densify { value } => match dec.value(&value)? {
             Value::Sparse(s) => ResponseW::Value(enc.value(Value::Dense(s.densify()?))?),
             _ => return fail(ErrorCode::InvalidArgument, "densify expects IndexedSlices"),
@@ -652,6 +743,11 @@ pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
         });
     let response = outcome.unwrap_or_else(|e| {
         enc.buffers.clear();
+        if let Some(store) = resident::installed() {
+            for handle in enc.handles.drain(..) {
+                store.release(handle);
+            }
+        }
         ResponseW::Error { code: e.code.as_str(), message: e.message }
     });
     let mut meta = serde_json::to_string(&response).expect("responses serialise");

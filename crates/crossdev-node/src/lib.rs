@@ -2,14 +2,18 @@
 //! `execute` runs on the calling thread, `executeAsync` on libuv's pool and returns a Promise.
 //! Input TypedArrays are read in place (no copy); results are handed to JavaScript as external
 //! ArrayBuffers over the Rust allocations (no copy). Panics never cross into Node: the core
-//! catches them and answers with an `ERR_INTERNAL` error.
+//! catches them and answers with an `ERR_INTERNAL` error. GPU tensors live in crossdev-cuda's
+//! [`GpuStore`], installed as the core's resident store before the first request (it touches
+//! CUDA only when a GPU tensor is made, after probing for the libraries).
 
 use crossdev_core::pool::PoolAllocator;
 use crossdev_core::tensor::Buffer;
 use crossdev_core::wire;
+use crossdev_cuda::resident::GpuStore;
 use napi::bindgen_prelude::*;
 use napi::check_status;
 use std::ffi::c_void;
+use std::sync::{Arc, Once};
 use napi_derive::napi;
 
 /// Large result buffers are recycled instead of page-faulted in anew on every call. (Small
@@ -82,6 +86,8 @@ fn respond(r: wire::Response) -> Response {
 }
 
 fn run(request: &str, inputs: &[Uint8Array]) -> wire::Response {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| crossdev_core::resident::install(Arc::new(GpuStore::new())));
     let slices: Vec<&[u8]> = inputs.iter().map(|a| a.as_ref()).collect();
     wire::execute(request, &slices)
 }

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Condvar, Mutex, Once};
+use std::sync::{Condvar, Mutex};
 use wasm_bindgen::prelude::*;
 
 /// The system allocator, counting the bytes it has handed out (on every thread) and refusing
@@ -58,8 +58,14 @@ static EXHAUSTED: AtomicBool = AtomicBool::new(false);
 /// Takes `bytes` more from the count, or fails (false) where that would pass [`LIMIT`] (for a
 /// block of at least [`SMALL`] bytes).
 fn take(bytes: usize) -> bool {
-    let limit = if bytes < SMALL { usize::MAX } else { LIMIT.load(Relaxed) };
-    let taken = ALLOCATED.fetch_update(Relaxed, Relaxed, |now| now.checked_add(bytes).filter(|&n| n <= limit));
+    let limit = if bytes < SMALL {
+        usize::MAX
+    } else {
+        LIMIT.load(Relaxed)
+    };
+    let taken = ALLOCATED.fetch_update(Relaxed, Relaxed, |now| {
+        now.checked_add(bytes).filter(|&n| n <= limit)
+    });
     match taken {
         Ok(before) => {
             PEAK.fetch_max(before + bytes, Relaxed);
@@ -153,14 +159,21 @@ pub fn set_limit(bytes: usize) {
 
 /// Makes a failed allocation panic rather than abort (a trap), so that the call unwinds.
 fn panic_on_alloc_error() {
-    static SET: Once = Once::new();
     #[cfg(target_arch = "wasm32")]
-    SET.call_once(|| std::alloc::set_alloc_error_hook(|layout| panic!("memory allocation of {} bytes failed", layout.size())));
+    {
+        static SET: std::sync::Once = std::sync::Once::new();
+        SET.call_once(|| {
+            std::alloc::set_alloc_error_hook(|layout| {
+                panic!("memory allocation of {} bytes failed", layout.size())
+            })
+        });
+    }
 }
 
 /// Threads of rayon's pool that no worker has taken up yet (rayon's spawn handler leaves them
 /// here; each [`worker_run`] takes one).
-static UNCLAIMED: (Mutex<Vec<rayon::ThreadBuilder>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
+static UNCLAIMED: (Mutex<Vec<rayon::ThreadBuilder>>, Condvar) =
+    (Mutex::new(Vec::new()), Condvar::new());
 
 thread_local! {
     /// Result buffers of [`execute`] the host holds, by address (each non-empty one owns its
@@ -210,9 +223,16 @@ pub fn execute(request: &str, ptrs: &[usize], lens: &[usize]) -> String {
         Ok(_) => out_of_memory(),
         Err(_) if EXHAUSTED.load(Relaxed) => out_of_memory(),
         Err(panic) => {
-            let what = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
-            let message = format!("internal error in the WebAssembly module (please report): {}", what.unwrap_or("a panic"));
-            format!("{{\"error\":{{\"code\":\"ERR_INTERNAL\",\"message\":{message:?}}}}}\n[]")
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied());
+            let message = format!(
+                "internal error in the WebAssembly module (please report): {}",
+                what.unwrap_or("a panic")
+            );
+            let message = serde_json::to_string(&message).expect("strings serialise");
+            format!("{{\"error\":{{\"code\":\"ERR_INTERNAL\",\"message\":{message}}}}}\n[]")
         }
     }
 }
@@ -227,7 +247,11 @@ fn run(request: &str, ptrs: &[usize], lens: &[usize]) -> String {
         .map(|(&p, &l)| unsafe { std::slice::from_raw_parts(p as *const u8, l) })
         .collect();
     let response = wire::execute(request, &inputs);
-    let buffers: Vec<Buffer<'static>> = response.buffers.into_iter().map(Buffer::into_owned).collect();
+    let buffers: Vec<Buffer<'static>> = response
+        .buffers
+        .into_iter()
+        .map(Buffer::into_owned)
+        .collect();
     // Every allocation comes before the first buffer is handed over, so that running out of
     // memory leaves none held.
     let mut answer = String::with_capacity(response.meta.len() + 3 + buffers.len() * 24);
@@ -252,7 +276,11 @@ fn run(request: &str, ptrs: &[usize], lens: &[usize]) -> String {
 /// The response to a call that ran out of memory.
 fn out_of_memory() -> String {
     let (allocated, limit) = (ALLOCATED.load(Relaxed), LIMIT.load(Relaxed));
-    let limit = if limit == usize::MAX { "the 4 GiB WebAssembly addresses".to_string() } else { format!("the {limit} bytes CROSSDEV_WASM_MEMORY_BYTES allows") };
+    let limit = if limit == usize::MAX {
+        "the 4 GiB WebAssembly addresses".to_string()
+    } else {
+        format!("the {limit} bytes CROSSDEV_WASM_MEMORY_BYTES allows")
+    };
     format!(
         "{{\"error\":{{\"code\":\"ERR_OUT_OF_MEMORY\",\"message\":\"WebAssembly memory is exhausted: this call needed more than was left of {limit} \
          ({allocated} bytes are taken by tensors and results still held, or dropped but not yet garbage-collected). \
@@ -299,4 +327,3 @@ pub fn worker_run() {
     };
     thread.run();
 }
-

@@ -1,0 +1,86 @@
+//! GPU-resident tensors: tensors whose elements stay in GPU memory between operations, which a
+//! binding hands to its host language as opaque handles (JavaScript's `GpuTensor`).
+//!
+//! The core has no GPU code (it compiles to wasm32), so the memory lives behind
+//! [`ResidentStore`], which a binding that can reach GPUs installs once per process (the native
+//! addon installs crossdev-cuda's, as MPI's process group is installed through
+//! [`crate::group::install`]). With no store installed (the WebAssembly backend), every request
+//! that needs one fails with `ERR_NO_CUDA`.
+//!
+//! Operations on resident tensors stage through host memory in [`crate::wire`]: each input handle
+//! is downloaded, the same core code that serves host tensors runs (so results are bit-identical
+//! to the host ones by construction), and the results whose device is a GPU are uploaded into
+//! new handles. Staging keeps one implementation of every op, its validation and its
+//! combination order; its cost is a copy each way over the host link.
+
+use crate::device::{canonicalize, DeviceSpec};
+use crate::error::{CrossDeviceError, ErrorCode, Result};
+use crate::tensor::Buffer;
+use std::sync::{Arc, RwLock};
+
+/// Live device memory held by a [`ResidentStore`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Tensors held (uploaded, or results, and not yet released).
+    pub buffers: usize,
+    /// Bytes of their elements.
+    pub bytes: usize,
+}
+
+/// Device memory for resident tensors, addressed by handles (non-zero, never reused within a
+/// process). Implementations are shared by every thread that runs requests.
+pub trait ResidentStore: Send + Sync {
+    /// Copies `data` into new memory of GPU `device` (a canonical GPU name) and returns its
+    /// handle. `ERR_NO_CUDA` without a GPU for `device`.
+    fn upload(&self, device: &str, data: &Buffer) -> Result<u64>;
+
+    /// The elements of `handle`, copied to the host; `ERR_DISPOSED` for a released or unknown
+    /// handle.
+    fn download(&self, handle: u64) -> Result<Buffer<'static>>;
+
+    /// Frees the memory of `handle`; `false` when it was released already or never existed.
+    fn release(&self, handle: u64) -> bool;
+
+    /// What the store holds now (for tests, and to watch for leaks).
+    fn usage(&self) -> Usage;
+}
+
+static STORE: RwLock<Option<Arc<dyn ResidentStore>>> = RwLock::new(None);
+
+/// Makes `store` hold this process's resident tensors (a binding does this once, at load).
+pub fn install(store: Arc<dyn ResidentStore>) {
+    *STORE.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+}
+
+/// The installed store, if any.
+pub fn installed() -> Option<Arc<dyn ResidentStore>> {
+    STORE.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The installed store, or `ERR_NO_CUDA` when this build has no GPU support.
+pub fn store() -> Result<Arc<dyn ResidentStore>> {
+    installed().ok_or_else(|| {
+        CrossDeviceError::new(
+            ErrorCode::NoCuda,
+            "GPU tensors need crossdev's native addon on a machine with a CUDA GPU; this backend has no GPU support (the WebAssembly backend never has)",
+        )
+    })
+}
+
+/// Whether `device` (canonical) is a GPU.
+pub fn is_gpu(device: &str) -> bool {
+    DeviceSpec::parse(device).is_ok_and(|s| s.device_type.as_deref() == Some("GPU"))
+}
+
+/// The canonical name of `device`, which must be a GPU (`ERR_INVALID_DEVICE` otherwise: only
+/// GPUs hold resident tensors).
+pub fn gpu_device(device: &str) -> Result<String> {
+    let canonical = canonicalize(device, None)?;
+    if !is_gpu(&canonical) {
+        return Err(CrossDeviceError::new(
+            ErrorCode::InvalidDevice,
+            format!("GPU tensors live on GPUs; {canonical} is not one (host tensors need no resident option)"),
+        ));
+    }
+    Ok(canonical)
+}

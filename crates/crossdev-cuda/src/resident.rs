@@ -1,0 +1,85 @@
+//! The GPU memory behind crossdev's resident tensors ([`crossdev_core::resident`]): a
+//! [`ResidentStore`] of [`DeviceBuffer`]s on the logical GPUs of a [`GpuExecutor`], which the
+//! native addon installs when it loads.
+//!
+//! Nothing touches CUDA until the first upload: the executor (driver, NVRTC and GPU probed
+//! first, so a missing library is `ERR_NO_CUDA`, never cudarc's panic) is made then, with
+//! `CROSSDEV_VIRTUAL_GPUS` as it is at that moment, and kept (or its error kept) for the
+//! process's lifetime.
+
+use crate::executor::{DeviceBuffer, GpuExecutor};
+use crossdev_core::error::{CrossDeviceError, ErrorCode, Result};
+use crossdev_core::resident::{ResidentStore, Usage};
+use crossdev_core::tensor::Buffer;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Resident tensors in GPU memory, by handle.
+pub struct GpuStore {
+    make: fn() -> Result<GpuExecutor>,
+    executor: OnceLock<Result<GpuExecutor>>,
+    /// Live buffers. Shared (`Arc`) so that a download runs outside the lock and a concurrent
+    /// release frees the memory only once the download is done.
+    buffers: Mutex<HashMap<u64, Arc<DeviceBuffer>>>,
+    next: AtomicU64,
+}
+
+impl Default for GpuStore {
+    fn default() -> Self {
+        GpuStore::new()
+    }
+}
+
+impl GpuStore {
+    /// An empty store whose logical GPUs `CROSSDEV_VIRTUAL_GPUS` sets; CUDA is probed at the
+    /// first upload.
+    pub fn new() -> GpuStore {
+        GpuStore::with_executor(GpuExecutor::from_env)
+    }
+
+    /// An empty store over the executor `make` returns at the first upload (tests pick the
+    /// number of logical GPUs and the contexts this way).
+    pub fn with_executor(make: fn() -> Result<GpuExecutor>) -> GpuStore {
+        GpuStore { make, executor: OnceLock::new(), buffers: Mutex::new(HashMap::new()), next: AtomicU64::new(1) }
+    }
+
+    /// The executor whose logical GPUs hold the tensors (made on first use).
+    pub fn executor(&self) -> Result<&GpuExecutor> {
+        self.executor.get_or_init(self.make).as_ref().map_err(Clone::clone)
+    }
+
+    fn buffers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<DeviceBuffer>>> {
+        self.buffers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The buffer of `handle`, or `ERR_DISPOSED`.
+    pub fn get(&self, handle: u64) -> Result<Arc<DeviceBuffer>> {
+        self.buffers().get(&handle).cloned().ok_or_else(|| {
+            CrossDeviceError::new(ErrorCode::Disposed, format!("GPU tensor {handle} was disposed (or never existed in this process): it can no longer be read or reduced"))
+        })
+    }
+}
+
+impl ResidentStore for GpuStore {
+    fn upload(&self, device: &str, data: &Buffer) -> Result<u64> {
+        let buffer = self.executor()?.upload(device, data)?;
+        let handle = self.next.fetch_add(1, Ordering::Relaxed);
+        self.buffers().insert(handle, Arc::new(buffer));
+        Ok(handle)
+    }
+
+    fn download(&self, handle: u64) -> Result<Buffer<'static>> {
+        self.get(handle)?.to_host()
+    }
+
+    fn release(&self, handle: u64) -> bool {
+        let removed = self.buffers().remove(&handle);
+        removed.is_some()
+    }
+
+    fn usage(&self) -> Usage {
+        let buffers = self.buffers();
+        Usage { buffers: buffers.len(), bytes: buffers.values().map(|b| b.bytes()).sum() }
+    }
+}
