@@ -74,8 +74,12 @@ impl ResidentStore for GpuStore {
     }
 
     fn release(&self, handle: u64) -> bool {
-        let removed = self.buffers().remove(&handle);
-        removed.is_some()
+        let Some(buffer) = self.buffers().remove(&handle) else { return false };
+        // cudarc frees on the buffer's stream without making its context current, and this may
+        // be a thread that never used it (a finalizer, a pool thread): make it current first.
+        let _ = buffer.data.context().bind_to_thread();
+        drop(buffer);
+        true
     }
 
     fn usage(&self) -> Usage {
