@@ -58,8 +58,46 @@ function withDebug(request: string): string {
   return debugging() ? `${request.slice(0, -1)},"debug":true}` : request;
 }
 
+/** Parsed `{"results": …}` metadata by its text: see {@link parseMeta}. */
+const parsedResults = new Map<string, unknown>();
+/** Characters of metadata {@link parsedResults} holds; past {@link PARSED_CHARS} it starts over. */
+let parsedChars = 0;
+const PARSED_CHARS = 1 << 22;
+
+/** `x`, and every object in it, frozen. */
+function deepFreeze<T>(x: T): T {
+  if (x !== null && typeof x === 'object' && !Object.isFrozen(x)) {
+    for (const v of Object.values(x)) deepFreeze(v);
+    Object.freeze(x);
+  }
+  return x;
+}
+
+/**
+ * `meta` parsed. The results of a training step describe the same devices, dtypes, shapes and
+ * buffer indices step after step, so results metadata is parsed once per distinct text and
+ * shared, frozen (its readers only read it). Results on GPUs name new handles every time: they
+ * are parsed anew.
+ */
+function parseMeta(meta: string): any {
+  if (!meta.startsWith('{"results":') || meta.includes('"gpu":')) return JSON.parse(meta);
+  let parsed = parsedResults.get(meta);
+  if (parsed === undefined) {
+    parsed = deepFreeze(JSON.parse(meta));
+    if (parsedChars + meta.length > PARSED_CHARS) {
+      parsedResults.clear();
+      parsedChars = 0;
+    }
+    if (meta.length <= PARSED_CHARS) {
+      parsedResults.set(meta, parsed);
+      parsedChars += meta.length;
+    }
+  }
+  return parsed;
+}
+
 function decode(meta: string, buffers: ArrayBufferView[]): Reply {
-  const parsed = JSON.parse(meta);
+  const parsed = parseMeta(meta);
   if (parsed && typeof parsed === 'object' && Array.isArray(parsed.log)) {
     for (const line of parsed.log) console.error(`crossdev: ${line}`);
   }
@@ -338,13 +376,16 @@ export function core(): Backend {
   return loaded;
 }
 
-/** The loaded core, with `CROSSDEV_DEBUG` honoured on every request. */
+/** The loaded core's calls with `CROSSDEV_DEBUG` honoured: made once, as {@link call} is per request. */
+const debugged: Pick<Backend, 'execute' | 'executeAsync'> = {
+  execute: (req, inputs) => core().execute(withDebug(req), inputs),
+  executeAsync: (req, inputs, offThread) => core().executeAsync(withDebug(req), inputs, offThread),
+};
+
+/** The loaded core (loading it now if need be), with `CROSSDEV_DEBUG` honoured on every request. */
 export function call(): Pick<Backend, 'execute' | 'executeAsync'> {
-  const b = core();
-  return {
-    execute: (req, inputs) => b.execute(withDebug(req), inputs),
-    executeAsync: (req, inputs, offThread) => b.executeAsync(withDebug(req), inputs, offThread),
-  };
+  core();
+  return debugged;
 }
 
 /**

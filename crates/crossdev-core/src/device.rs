@@ -4,6 +4,8 @@
 //! spellings of one device (`/gpu:1`, `GPU:1`, `/device:GPU:1`) always meet.
 
 use crate::error::{fail, ErrorCode, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 /// A partially specified device: every field may be unset, as in TensorFlow's `DeviceSpec`.
@@ -111,9 +113,39 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// The most device strings [`canonicalize`] remembers per thread; past that it starts over.
+const REMEMBERED: usize = 1024;
+
+thread_local! {
+    /// Canonical forms of the devices canonicalised without a default, on this thread.
+    static CANONICAL: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+}
+
 /// The fully specified form of `device`, completing unset fields from `default` and then from
 /// `/job:localhost/replica:0/task:0/device:CPU:0` (`device_util.canonicalize`).
+///
+/// Every request canonicalises the devices of its values and results, usually the same few: the
+/// forms of devices canonicalised without a default are remembered (the result depends on
+/// `device` alone; errors are not remembered).
 pub fn canonicalize(device: &str, default: Option<&str>) -> Result<String> {
+    if default.is_some_and(|d| !d.is_empty()) {
+        return canonicalize_uncached(device, default);
+    }
+    if let Some(known) = CANONICAL.with(|c| c.borrow().get(device).cloned()) {
+        return Ok(known);
+    }
+    let canonical = canonicalize_uncached(device, None)?;
+    CANONICAL.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= REMEMBERED {
+            c.clear();
+        }
+        c.insert(device.to_string(), canonical.clone());
+    });
+    Ok(canonical)
+}
+
+fn canonicalize_uncached(device: &str, default: Option<&str>) -> Result<String> {
     let d = DeviceSpec::parse(device)?;
     if let Some(ty) = &d.device_type {
         if *ty != ty.to_uppercase() {

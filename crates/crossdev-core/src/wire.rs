@@ -35,7 +35,9 @@ use crate::resident::{self, Usage};
 use crate::tensor::{Buffer, Tensor};
 use crate::values::{normalize_pairs, Destinations, Input, Mirrored, PerDevice, RawPair, Value};
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 #[derive(Deserialize)]
 #[serde(tag = "call", rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -81,7 +83,7 @@ struct MachineW {
     links: Vec<Vec<usize>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(tag = "kind", rename_all_fields = "camelCase")]
 enum OpsW {
     ReductionToOneDevice { reduce_to_device: Option<String>, accumulation: Option<String> },
@@ -264,7 +266,7 @@ enum InputW {
     Other(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum DestW {
     Values(Vec<String>),
@@ -543,30 +545,70 @@ impl Encoder {
     }
 }
 
+/// Parsed requests by their text, per thread (see [`parse`]), holding at most
+/// [`PARSED_BYTES`] of request text.
+#[derive(Default)]
+struct ParseCache {
+    requests: HashMap<Box<str>, Rc<Request>>,
+    bytes: usize,
+}
+
+/// The most request text [`ParseCache`] holds; past it, it starts over.
+const PARSED_BYTES: usize = 4 << 20;
+
+thread_local! {
+    static PARSED: RefCell<ParseCache> = RefCell::new(ParseCache::default());
+}
+
+/// `text` parsed, from this thread's cache when it was parsed before. Training loops send
+/// byte-identical requests step after step (the JSON carries only devices, dtypes, shapes and
+/// buffer indices; the elements travel in the input buffers), and parsing one costs more than a
+/// small reduction. A parse depends on the text alone, so the cache is always right; requests
+/// that fail to parse are not kept.
+fn parse(text: &str) -> Result<Rc<Request>> {
+    if let Some(request) = PARSED.with(|c| c.borrow().requests.get(text).cloned()) {
+        return Ok(request);
+    }
+    let request: Rc<Request> = Rc::new(
+        serde_json::from_str(text).map_err(|e| CrossDeviceError::new(ErrorCode::Protocol, format!("bad request: {e}")))?,
+    );
+    if text.len() <= PARSED_BYTES {
+        PARSED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.bytes + text.len() > PARSED_BYTES {
+                *c = ParseCache::default();
+            }
+            c.bytes += text.len();
+            c.requests.insert(text.into(), request.clone());
+        });
+    }
+    Ok(request)
+}
+
 fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<ResponseW> {
-    let request: Request = serde_json::from_str(request)
-        .map_err(|e| CrossDeviceError::new(ErrorCode::Protocol, format!("bad request: {e}")))?;
+    let request = parse(request)?;
     let dec = Decoder { inputs, staged: Cell::new(false) };
-    Ok(match request {
+    Ok(match &*request {
         Request::Reduce { ops, op, value, destinations: d } => {
             // Arguments are checked in TensorFlow's order: the value, the destinations, the op.
-            let ops = build_ops(ops)?;
-            let value = dec.input(&value)?.into_per_device()?;
-            let d = destinations(d);
+            let ops = build_ops(ops.clone())?;
+            let value = dec.input(value)?.into_per_device()?;
+            let d = destinations(d.clone());
             d.validate()?;
             let m = ops.reduce(ReduceOp::parse(&op)?, Input::PerDevice(value), &d)?;
             enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::BatchReduce { ops, op, pairs } => {
-            let ops = build_ops(ops)?;
+            let ops = build_ops(ops.clone())?;
             let raw = pairs
+                .as_ref()
                 .map(|ps| {
-                    ps.into_iter()
+                    ps.iter()
                         .map(|p| {
                             Ok(match p {
-                                PairW::Pair(i, d) => RawPair::Pair(dec.input(&i)?, destinations(d)),
-                                PairW::Arity(n) => RawPair::Arity(n),
+                                PairW::Pair(i, d) => RawPair::Pair(dec.input(i)?, destinations(d.clone())),
+                                PairW::Arity(n) => RawPair::Arity(*n),
                                 PairW::NotTuple => RawPair::NotTuple,
                             })
                         })
@@ -582,11 +624,11 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             ResponseW::Results(results.into_iter().map(|m| enc.mirrored(m)).collect::<Result<_>>()?)
         }
         Request::Broadcast { ops, value, destinations: d } => {
-            let m = build_ops(ops)?.broadcast(&dec.value(&value)?, &destinations(d))?;
+            let m = build_ops(ops.clone())?.broadcast(&dec.value(value)?, &destinations(d.clone()))?;
             enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
-        Request::CheckOps { ops } => build_ops(ops).map(|_| ResponseW::Ok)?,
+        Request::CheckOps { ops } => build_ops(ops.clone()).map(|_| ResponseW::Ok)?,
         Request::CheckTensor { tensor } => dec.tensor(&tensor).map(|_| ResponseW::Ok)?,
         Request::CheckValue { value } => dec.value(&value).map(|_| ResponseW::Ok)?,
         Request::Canonicalize { device, default } => {
@@ -597,7 +639,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             devices.iter().map(|d| canonicalize(d, None)).collect::<Result<_>>()?,
         ),
         Request::FromNumbers { buf, dtype, shape } => {
-            let numbers = dec.tensor(&TensorW { buf: Some(buf), gpu: None, dtype: "float64".into(), shape: shape.clone() })?;
+            let numbers = dec.tensor(&TensorW { buf: Some(*buf), gpu: None, dtype: "float64".into(), shape: shape.clone() })?;
             let Buffer::F64(xs) = &numbers.data else { unreachable!("decoded as float64") };
             let t = Tensor::new(shape_of(&shape)?, from_f64(xs, DType::parse(&dtype)?))?;
             ResponseW::Value(enc.value(Value::Dense(t))?)
@@ -640,44 +682,44 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::ExtractRanges { indices, range_size_limit } => {
-            let (ranges, singles) = extract_ranges(&indices, range_size_limit);
+            let (ranges, singles) = extract_ranges(&indices, *range_size_limit);
             ResponseW::Ranges { ranges, singles }
         }
         Request::RingPermutations { num_workers, num_subchunks, gpu_perm } => {
-            let (pred, rank) = ring_permutations(num_workers, num_subchunks, &gpu_perm)?;
+            let (pred, rank) = ring_permutations(*num_workers, *num_subchunks, &gpu_perm)?;
             ResponseW::Permutations { pred, rank }
         }
-        Request::GroupDeviceNames { devices, group_size } => ResponseW::Groups(group_device_names(&devices, group_size)?),
+        Request::GroupDeviceNames { devices, group_size } => ResponseW::Groups(group_device_names(&devices, *group_size)?),
         Request::GroupKeyId { devices } => ResponseW::KeyId(group_key_id(&devices)?),
         Request::ParseSpec { spec } => ResponseW::Specs(
             parse_spec(&RawSpec::from_json(&spec))?.into_iter().map(|s| (s.alg, s.shards, s.limit)).collect(),
         ),
         Request::PaddedSplit { tensor, pieces } => {
-            let (parts, pad_len) = padded_split(&dec.tensor(&tensor)?, pieces)?;
+            let (parts, pad_len) = padded_split(&dec.tensor(&tensor)?, *pieces)?;
             ResponseW::Parts { tensors: parts.into_iter().map(|t| enc.tensor(t)).collect(), pad_len }
         }
         Request::RaggedSplit { tensor, pieces } => ResponseW::Parts {
-            tensors: ragged_split_tensor(&dec.tensor(&tensor)?, pieces)?.into_iter().map(|t| enc.tensor(t)).collect(),
+            tensors: ragged_split_tensor(&dec.tensor(&tensor)?, *pieces)?.into_iter().map(|t| enc.tensor(t)).collect(),
             pad_len: 0,
         },
         Request::StripPadding { tensors, pad_len } => {
             let tensors = tensors.iter().map(|t| dec.tensor(t)).collect::<Result<Vec<_>>>()?;
-            ResponseW::Parts { tensors: strip_padding(&tensors, pad_len)?.into_iter().map(|t| enc.tensor(t)).collect(), pad_len: 0 }
+            ResponseW::Parts { tensors: strip_padding(&tensors, *pad_len)?.into_iter().map(|t| enc.tensor(t)).collect(), pad_len: 0 }
         }
-        Request::GroupBySize { sizes, bytes_per_pack } => ResponseW::Packs(group_by_size(&sizes, bytes_per_pack)),
+        Request::GroupBySize { sizes, bytes_per_pack } => ResponseW::Packs(group_by_size(&sizes, *bytes_per_pack)),
         Request::SplitGradsBySize { threshold, element_counts } => {
-            let (small, large) = split_grads_by_size(threshold, &element_counts);
+            let (small, large) = split_grads_by_size(*threshold, &element_counts);
             ResponseW::Split { small, large }
         }
         Request::Pack { packer, grads } => {
             let grads = dec.grads(&grads)?;
             let (packed, info) = match packer {
                 PackerW::ConcatAndSplit { num_packs } => {
-                    let (p, info) = ConcatAndSplitPacker::new(num_packs)?.pack(&grads)?;
+                    let (p, info) = ConcatAndSplitPacker::new(*num_packs)?.pack(&grads)?;
                     (p, serde_json::to_value(info).expect("serialises"))
                 }
                 PackerW::SmallTensors { max_bytes, max_group } => {
-                    let (p, info) = AggregateSmallTensorPacker::new(max_bytes, max_group)?.pack(&grads)?;
+                    let (p, info) = AggregateSmallTensorPacker::new(*max_bytes, *max_group)?.pack(&grads)?;
                     (p, serde_json::to_value(info).expect("serialises"))
                 }
             };
@@ -688,12 +730,12 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             let bad_info = |e: serde_json::Error| CrossDeviceError::new(ErrorCode::InvalidArgument, format!("not packing information of this packer: {e}"));
             let unpacked = match packer {
                 PackerW::ConcatAndSplit { num_packs } => {
-                    let info = serde_json::from_value(info).map_err(bad_info)?;
-                    ConcatAndSplitPacker::new(num_packs)?.unpack(&grads, &info)?
+                    let info = serde_json::from_value(info.clone()).map_err(bad_info)?;
+                    ConcatAndSplitPacker::new(*num_packs)?.unpack(&grads, &info)?
                 }
                 PackerW::SmallTensors { max_bytes, max_group } => {
-                    let info: Option<Vec<PackedRange>> = serde_json::from_value(info).map_err(bad_info)?;
-                    AggregateSmallTensorPacker::new(max_bytes, max_group)?.unpack(&grads, info.as_deref())?
+                    let info: Option<Vec<PackedRange>> = serde_json::from_value(info.clone()).map_err(bad_info)?;
+                    AggregateSmallTensorPacker::new(*max_bytes, *max_group)?.unpack(&grads, info.as_deref())?
                 }
             };
             ResponseW::Packed { grads: enc.grads(unpacked), info: serde_json::Value::Null }
@@ -711,7 +753,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
         }
         Request::Release { handle } => {
             if let Some(store) = resident::installed() {
-                store.release(handle);
+                store.release(*handle);
             }
             ResponseW::Ok
         }

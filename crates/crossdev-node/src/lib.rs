@@ -1,10 +1,11 @@
 //! Node.js bindings of crossdev-core. Two functions, both speaking [`crossdev_core::wire`]:
 //! `execute` runs on the calling thread, `executeAsync` on libuv's pool and returns a Promise.
 //! Input TypedArrays are read in place (no copy); results are handed to JavaScript as external
-//! ArrayBuffers over the Rust allocations (no copy). Panics never cross into Node: the core
-//! catches them and answers with an `ERR_INTERNAL` error. GPU tensors live in crossdev-cuda's
-//! [`GpuStore`], installed as the core's resident store before the first request (it touches
-//! CUDA only when a GPU tensor is made, after probing for the libraries).
+//! ArrayBuffers over the Rust allocations (no copy), small ones as copies (see [`OutBuffer`]).
+//! Panics never cross into Node: the core catches them and answers with an `ERR_INTERNAL` error.
+//! GPU tensors live in crossdev-cuda's [`GpuStore`], installed as the core's resident store
+//! before the first request (it touches CUDA only when a GPU tensor is made, after probing for
+//! the libraries).
 
 use crossdev_core::pool::PoolAllocator;
 use crossdev_core::tensor::Buffer;
@@ -26,7 +27,12 @@ static ALLOCATOR: PoolAllocator = PoolAllocator::new();
 /// A result buffer on its way to JavaScript: an external `ArrayBuffer` over the Rust allocation
 /// (no copy), whose size is reported to V8 so that its garbage collector knows what it holds and
 /// frees dropped results promptly (which returns their memory to the pool for the next call).
+/// Buffers of at most [`COPY_BYTES`] are copied into a plain `ArrayBuffer` instead.
 pub struct OutBuffer(Buffer<'static>);
+
+/// Results up to this size are copied: an external `ArrayBuffer` (a finalizer, a global handle
+/// and the external-memory accounting, each way) costs more than copying this many bytes.
+const COPY_BYTES: usize = 4096;
 
 impl TypeName for OutBuffer {
     fn type_name() -> &'static str {
@@ -46,29 +52,36 @@ unsafe extern "C" fn release(env: sys::napi_env, _data: *mut c_void, hint: *mut 
     unsafe { sys::napi_adjust_external_memory(env, -len, &mut adjusted) };
 }
 
+/// A new `ArrayBuffer` holding a copy of `buffer`'s bytes.
+unsafe fn copied(env: sys::napi_env, buffer: &Buffer) -> Result<sys::napi_value> {
+    let bytes = buffer.as_bytes();
+    let (mut out, mut data) = (std::ptr::null_mut(), std::ptr::null_mut());
+    check_status!(unsafe { sys::napi_create_arraybuffer(env, bytes.len(), &mut data, &mut out) }, "cannot create an ArrayBuffer")?;
+    if !bytes.is_empty() {
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data as *mut u8, bytes.len()) };
+    }
+    Ok(out)
+}
+
 impl ToNapiValue for OutBuffer {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         let (ptr, len) = (val.0.as_bytes().as_ptr(), val.0.as_bytes().len());
+        if len <= COPY_BYTES {
+            return unsafe { copied(env, &val.0) };
+        }
         let mut out = std::ptr::null_mut();
-        if len > 0 {
-            let hint = Box::into_raw(Box::new(val.0));
-            let status = unsafe {
-                sys::napi_create_external_arraybuffer(env, ptr as *mut c_void, len, Some(release), hint as *mut c_void, &mut out)
-            };
-            if status == sys::Status::napi_ok {
-                let mut adjusted = 0;
-                unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut adjusted) };
-                return Ok(out);
-            }
-            // Hosts that forbid external buffers (a V8 sandbox) get a copy.
-            let buffer = unsafe { Box::from_raw(hint) };
-            let mut data = std::ptr::null_mut();
-            check_status!(unsafe { sys::napi_create_arraybuffer(env, len, &mut data, &mut out) }, "cannot create an ArrayBuffer")?;
-            unsafe { std::ptr::copy_nonoverlapping(buffer.as_bytes().as_ptr(), data as *mut u8, len) };
+        let hint = Box::into_raw(Box::new(val.0));
+        let status = unsafe {
+            sys::napi_create_external_arraybuffer(env, ptr as *mut c_void, len, Some(release), hint as *mut c_void, &mut out)
+        };
+        if status == sys::Status::napi_ok {
+            let mut adjusted = 0;
+            unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut adjusted) };
             return Ok(out);
         }
-        check_status!(unsafe { sys::napi_create_arraybuffer(env, 0, std::ptr::null_mut(), &mut out) }, "cannot create an ArrayBuffer")?;
-        Ok(out)
+        // Hosts that forbid external buffers (a V8 sandbox) get a copy.
+        let buffer = unsafe { Box::from_raw(hint) };
+        unsafe { copied(env, &buffer) }
     }
 }
 
@@ -85,16 +98,16 @@ fn respond(r: wire::Response) -> Response {
     Response { meta: r.meta, buffers: r.buffers.into_iter().map(OutBuffer).collect() }
 }
 
-fn run(request: &str, inputs: &[Uint8Array]) -> wire::Response {
+fn run(request: &str, inputs: &[&[u8]]) -> wire::Response {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| crossdev_core::resident::install(Arc::new(GpuStore::new())));
-    let slices: Vec<&[u8]> = inputs.iter().map(|a| a.as_ref()).collect();
-    wire::execute(request, &slices)
+    wire::execute(request, inputs)
 }
 
-/// Runs a request on the calling thread.
+/// Runs a request on the calling thread. The inputs are read where they are, for the call only
+/// (JavaScript does not run meanwhile), so they need no references of their own.
 #[napi]
-pub fn execute(request: String, inputs: Vec<Uint8Array>) -> Response {
+pub fn execute(request: String, inputs: Vec<&[u8]>) -> Response {
     respond(run(&request, &inputs))
 }
 
@@ -109,7 +122,8 @@ impl Task for ExecuteTask {
     type JsValue = Response;
 
     fn compute(&mut self) -> Result<wire::Response> {
-        Ok(run(&self.request, &self.inputs))
+        let slices: Vec<&[u8]> = self.inputs.iter().map(|a| a.as_ref()).collect();
+        Ok(run(&self.request, &slices))
     }
 
     fn resolve(&mut self, _env: Env, output: wire::Response) -> Result<Response> {
