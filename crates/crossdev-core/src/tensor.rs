@@ -60,6 +60,8 @@ macro_rules! map_buffer {
 pub trait Scalar: bytemuck::Pod + Send + Sync {
     /// The elements of `b` if it holds this type.
     fn slice<'b>(b: &'b Buffer) -> Option<&'b [Self]>;
+    /// The elements of `b`, writable, if it holds this type (a borrowed buffer is copied first).
+    fn slice_mut<'b>(b: &'b mut Buffer<'_>) -> Option<&'b mut [Self]>;
     /// An owned buffer holding `v`.
     fn owned(v: Vec<Self>) -> Buffer<'static>;
 }
@@ -85,6 +87,12 @@ macro_rules! scalar {
             fn slice<'b>(b: &'b Buffer) -> Option<&'b [Self]> {
                 match b {
                     Buffer::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut<'b>(b: &'b mut Buffer<'_>) -> Option<&'b mut [Self]> {
+                match b {
+                    Buffer::$variant(v) => Some(v.to_mut()),
                     _ => None,
                 }
             }

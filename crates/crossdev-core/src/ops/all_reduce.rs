@@ -9,7 +9,7 @@ use crate::algo::hierarchical_copy::hierarchical_copy;
 use crate::algo::ring::{ring, ring_permutations};
 use crate::algo::start;
 use crate::error::{fail, ErrorCode, Result};
-use crate::pack::{AggregateSmallTensorPacker, ConcatAndSplitPacker};
+use crate::pack::{check_isomorphic, reduce_packs, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout, Pack};
 use crate::plan::{host, Plan};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::Tensor;
@@ -83,34 +83,22 @@ impl Packing {
         })
     }
 
-    /// Packs, reduces each packed tensor with `reduce(index, tensors across devices)`, unpacks.
-    pub fn around(
-        &self,
-        grads: &[Vec<Tensor>],
-        mut reduce: impl FnMut(usize, &[&Tensor]) -> Result<Vec<Tensor<'static>>>,
-    ) -> Result<Vec<Vec<Tensor<'static>>>> {
-        let mut all_reduce = |packed: &[Vec<Tensor>]| -> Result<Vec<Vec<Tensor<'static>>>> {
-            let count = packed.first().map_or(0, |g| g.len());
-            let mut out: Vec<Vec<Tensor<'static>>> = packed.iter().map(|_| Vec::with_capacity(count)).collect();
-            for i in 0..count {
-                let across: Vec<&Tensor> = packed.iter().map(|g| &g[i]).collect();
-                for (d, t) in reduce(i, &across)?.into_iter().enumerate() {
-                    out[d].push(t);
-                }
-            }
-            Ok(out)
-        };
-        match self {
-            Packing::None => all_reduce(grads),
-            Packing::ConcatAndSplit(p) => {
-                let (packed, info) = p.pack(grads)?;
-                p.unpack(&all_reduce(&packed)?, &info)
-            }
-            Packing::SmallTensors(p) => {
-                let (packed, info) = p.pack(grads)?;
-                p.unpack(&all_reduce(&packed)?, info.as_deref())
-            }
-        }
+    /// The packs of `grads` (`grads[device][variable]`, decided on device 0).
+    pub fn layout(&self, grads: &[Vec<Tensor>]) -> Result<Layout> {
+        check_isomorphic(grads)?;
+        let first: &[Tensor] = grads.first().map_or(&[], |g| g.as_slice());
+        Ok(match self {
+            Packing::None => Layout::each(&first.iter().map(|t| t.num_elements()).collect::<Vec<_>>()),
+            Packing::ConcatAndSplit(p) => p.layout(first)?,
+            Packing::SmallTensors(p) => p.layout(first).0,
+        })
+    }
+
+    /// All-reduces `grads` pack by pack, `reduce` writing each pack's results (see
+    /// [`reduce_packs`]: packs are reduced in place, never built); returns the results per device
+    /// in the gradients' order and shapes.
+    pub fn around(&self, grads: &[Vec<Tensor>], reduce: impl FnMut(&mut Pack) -> Result<()>) -> Result<Vec<Vec<Tensor<'static>>>> {
+        reduce_packs(grads, &self.layout(grads)?, reduce)
     }
 }
 
@@ -139,24 +127,6 @@ pub(crate) fn group_by_device<'v, 'a>(values: &[&'v PerDevice<Value<'a>>]) -> Re
         .map(|d| values.iter().map(|v| v.get(d).map(|x| dense(x).expect("dense checked").view())).collect())
         .collect::<Result<_>>()?;
     Ok((devices, grads))
-}
-
-/// Checks that `across` (one tensor per device) agree in dtype and size, as an all-reduce needs.
-pub(crate) fn check_across(across: &[&Tensor]) -> Result<()> {
-    let first = across[0];
-    match across.iter().find(|t| t.dtype() != first.dtype() || t.num_elements() != first.num_elements()) {
-        Some(t) => fail(
-            ErrorCode::ShapeMismatch,
-            format!(
-                "all-reduce needs the same dtype and size on every device: {} {:?} and {} {:?}",
-                first.dtype().name(),
-                first.shape,
-                t.dtype().name(),
-                t.shape
-            ),
-        ),
-        None => Ok(()),
-    }
 }
 
 /// Runs `plan` over `across` and gives each result its input's shape.
@@ -238,10 +208,9 @@ impl AllReduceDispatch for AllReduce {
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
         let (devices, grads) = group_by_device(values)?;
         crate::log::note(|| format!("AllReduce({}): {} tensors, packing {:?}", self.algorithm.name(), values.len(), self.packing));
-        let reduced = self.packing.around(&grads, |index, across| {
-            check_across(across)?;
-            let plan = self.algorithm.plan(&devices, across[0].dtype(), across[0].num_elements(), index)?;
-            run_across(&plan, op, across)
+        let reduced = self.packing.around(&grads, |pack| {
+            let plan = self.algorithm.plan(&devices, pack.dtype(), pack.elements(), pack.index())?;
+            pack.run(&plan, op)
         })?;
         ungroup(&devices, reduced)
     }

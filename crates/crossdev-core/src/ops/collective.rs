@@ -4,15 +4,14 @@
 //! With a process group installed, each rank passes its own worker's devices and the collective
 //! is the transport's all-reduce ([`Runner::flat`]).
 
-use super::all_reduce::{check_across, group_by_device, ungroup};
+use super::all_reduce::{group_by_device, ungroup};
 use super::processes::Runner;
 use super::aggregate::{copy_value, devices_match};
 use super::CrossDeviceOps;
 use crate::algo::two_level::split_by_task;
 use crate::device::{canonicalize, DeviceSpec};
 use crate::error::{fail, ErrorCode, Result};
-use crate::pack::{group_by_size, regroup_flat, shaped};
-use crate::tensor::Tensor;
+use crate::pack::{group_by_size, reduce_packs, Layout};
 use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
 use std::time::Duration;
@@ -78,10 +77,8 @@ impl CollectiveAllReduce {
         }
         let count = grads[0].len();
         crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(devices).unwrap_or_default()));
-        for i in 0..count {
-            check_across(&grads.iter().map(|g| &g[i]).collect::<Vec<_>>())?;
-        }
-        // Packs of variable indices: one per variable, or grouped by size from the last.
+        // Packs of variable indices: one per variable, or grouped by size from the last; each
+        // reduced in place (no concatenation) in one process.
         let packs: Vec<Vec<usize>> = if self.bytes_per_pack == 0 {
             (0..count).map(|i| vec![i]).collect()
         } else {
@@ -89,31 +86,8 @@ impl CollectiveAllReduce {
             let bytes: Vec<usize> = reversed.iter().map(|&i| grads[0][i].num_elements() * grads[0][i].dtype().size()).collect();
             group_by_size(&bytes, self.bytes_per_pack).into_iter().map(|g| g.into_iter().map(|k| reversed[k]).collect()).collect()
         };
-        let mut reduced: Vec<Vec<Option<Tensor<'static>>>> = grads.iter().map(|_| vec![None; count]).collect();
-        for pack in &packs {
-            let sizes: Vec<usize> = pack.iter().map(|&i| grads[0][i].num_elements()).collect();
-            let flat: Vec<Tensor> = grads
-                .iter()
-                .map(|g| {
-                    let parts: Vec<&Tensor> = pack.iter().map(|&i| &g[i]).collect();
-                    match parts.as_slice() {
-                        [one] => Ok(one.view()),
-                        _ => Ok(Tensor::new(vec![sizes.iter().sum()], regroup_flat(&parts, &[sizes.iter().sum()])?.remove(0))?),
-                    }
-                })
-                .collect::<Result<_>>()?;
-            let all = runner.flat(&local, op, &flat.iter().collect::<Vec<_>>())?;
-            for (d, t) in all.into_iter().enumerate() {
-                let pieces = match pack.as_slice() {
-                    [_] => vec![t],
-                    _ => shaped(regroup_flat(&[&t], &sizes)?, &pack.iter().map(|&i| grads[d][i].shape.clone()).collect::<Vec<_>>())?,
-                };
-                for (&i, piece) in pack.iter().zip(pieces) {
-                    reduced[d][i] = Some(piece);
-                }
-            }
-        }
-        let reduced = reduced.into_iter().map(|per| per.into_iter().map(|t| t.expect("every variable is in one pack")).collect()).collect();
+        let layout = Layout::groups(&grads[0].iter().map(|t| t.num_elements()).collect::<Vec<_>>(), &packs);
+        let reduced = reduce_packs(&grads, &layout, |pack| runner.flat_pack(&local, op, pack))?;
         ungroup(&local, reduced)
     }
 

@@ -6,7 +6,7 @@
 //! values: flat `nccl` specs use the transport's all-reduce, the others run their plans across
 //! the ranks ([`Runner`]).
 
-use super::all_reduce::{check_across, group_by_device, ungroup, AllReduceDispatch};
+use super::all_reduce::{group_by_device, ungroup, AllReduceDispatch};
 use super::processes::Runner;
 use super::{CrossDeviceOps, Packing};
 use crate::error::{fail, ErrorCode, Result};
@@ -56,23 +56,22 @@ impl MultiWorkerAllReduce {
         let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
         let groups = group_device_names(&aux, if shuffle { spec.shards } else { 1 })?;
         let gpu_indices: Vec<usize> = (0..self.num_gpus_per_worker).collect();
-        self.packing.around(grads, |index, across| {
-            check_across(across)?;
+        self.packing.around(grads, |pack| {
             if spec.alg == "nccl" {
-                return runner.flat(local, op, across);
+                return runner.flat_pack(local, op, pack);
             }
-            let aux_here = if hierarchical { &aux } else { &groups[index % groups.len()] };
+            let aux_here = if hierarchical { &aux } else { &groups[pack.index() % groups.len()] };
             let plan = sum_grad_plan(
                 devices,
-                across[0].num_elements(),
-                across[0].dtype(),
+                pack.elements(),
+                pack.dtype(),
                 &spec.alg,
                 self.worker_devices.len(),
                 &gpu_indices,
                 aux_here,
                 spec.shards,
             )?;
-            runner.run(&plan, op, across)
+            runner.run_pack(&plan, op, pack)
         })
     }
 }

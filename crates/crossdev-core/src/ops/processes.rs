@@ -16,6 +16,7 @@ use crate::kernels::cast::Element;
 use crate::kernels::copy::to_vec;
 use crate::kernels::output_vec;
 use crate::kernels::reduce_n::reduce_n;
+use crate::pack::Pack;
 use crate::plan::{distributed, Plan};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::{Buffer, Scalar, Tensor};
@@ -159,6 +160,24 @@ impl Runner {
         crate::log::note(|| format!("plan {} across {} ranks: {} of {} {} elements, {} stages", plan.algorithm, group.size(), op.name(), plan.elements, plan.dtype.name(), plan.stages.len()));
         let outs = distributed::run(group.as_ref(), plan, op, &placement, &inputs, wait)?;
         across.iter().zip(outs.into_iter().flatten()).map(|(t, data)| Tensor::new(t.shape.clone(), data)).collect()
+    }
+
+    /// [`Self::run`] for a pack: in this process in place ([`Pack::run`]); across processes
+    /// over the concrete pack.
+    pub fn run_pack(&self, plan: &Plan, op: ReduceOp, pack: &mut Pack) -> Result<()> {
+        match self {
+            Runner::Local => pack.run(plan, op),
+            Runner::Processes { .. } => pack.reduce_flat(|across| self.run(plan, op, across)),
+        }
+    }
+
+    /// [`Self::flat`] for a pack: in this process NCCL's ring in place ([`Pack::run`]); across
+    /// processes over the concrete pack.
+    pub fn flat_pack(&self, local_devices: &[String], op: ReduceOp, pack: &mut Pack) -> Result<()> {
+        match self {
+            Runner::Local => pack.run(&AllReduceAlgorithm::Nccl.plan(local_devices, pack.dtype(), pack.elements(), 0)?, op),
+            Runner::Processes { .. } => pack.reduce_flat(|across| self.flat(local_devices, op, across)),
+        }
     }
 
     /// A flat all-reduce of `across` (one tensor per local device): across processes, this

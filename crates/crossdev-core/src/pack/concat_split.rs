@@ -1,10 +1,10 @@
 //! `ConcatAndSplitPacker`: concatenate all of a device's gradients and split the result into
 //! `num_packs` nearly equal packs (the remainder goes to the last; packs may be empty).
 
-use super::{check_isomorphic, regroup_flat, shaped};
-use crate::tensor::num_elements;
+use super::layout::Layout;
+use super::check_isomorphic;
 use crate::error::{fail, ErrorCode, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{num_elements, Tensor};
 
 /// Packs every gradient of a device into `num_packs` flat tensors.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,20 +33,33 @@ impl ConcatAndSplitPacker {
         self.num_packs
     }
 
-    /// Per device: the flat concatenation split into `num_packs` sizes
-    /// `[total/k]·(k-1) + [total - (k-1)·(total/k)]`.
+    /// The packs of gradients of `counts` elements: their concatenation cut into `num_packs`
+    /// sizes `[total/k]·(k-1) + [total - (k-1)·(total/k)]`.
+    pub fn layout_of(&self, counts: &[usize]) -> Layout {
+        let (k, total) = (self.num_packs, counts.iter().sum::<usize>());
+        let sizes: Vec<usize> = (0..k).map(|i| if i + 1 < k { total / k } else { total - (k - 1) * (total / k) }).collect();
+        Layout::split(counts, &sizes)
+    }
+
+    /// The layout of one device's `grads`, which must share a dtype (they are concatenated).
+    pub fn layout(&self, grads: &[Tensor]) -> Result<Layout> {
+        let Some(first) = grads.first() else {
+            return fail(ErrorCode::InvalidArgument, "nothing to pack");
+        };
+        if let Some(t) = grads.iter().find(|t| t.dtype() != first.dtype()) {
+            return fail(
+                ErrorCode::DtypeMismatch,
+                format!("Cannot pack tensors of different dtypes: {} and {}", first.dtype().name(), t.dtype().name()),
+            );
+        }
+        Ok(self.layout_of(&grads.iter().map(|g| g.num_elements()).collect::<Vec<_>>()))
+    }
+
+    /// Per device: the concrete packs of [`Self::layout`].
     pub fn pack(&self, device_grads: &[Vec<Tensor>]) -> Result<(Vec<Vec<Tensor<'static>>>, ConcatSplitInfo)> {
         check_isomorphic(device_grads)?;
-        let k = self.num_packs;
-        let mut packed = Vec::with_capacity(device_grads.len());
-        let mut shapes = Vec::with_capacity(device_grads.len());
-        for grads in device_grads {
-            let total: usize = grads.iter().map(|g| g.num_elements()).sum();
-            let sizes: Vec<usize> = (0..k).map(|i| if i + 1 < k { total / k } else { total - (k - 1) * (total / k) }).collect();
-            let packs = regroup_flat(&grads.iter().collect::<Vec<_>>(), &sizes)?;
-            packed.push(shaped(packs, &sizes.iter().map(|&n| vec![n]).collect::<Vec<_>>())?);
-            shapes.push(grads.iter().map(|g| g.shape.clone()).collect());
-        }
+        let packed = device_grads.iter().map(|grads| self.layout(grads)?.concat(grads)).collect::<Result<_>>()?;
+        let shapes = device_grads.iter().map(|grads| grads.iter().map(|g| g.shape.clone()).collect()).collect();
         Ok((packed, ConcatSplitInfo { shapes }))
     }
 
@@ -55,10 +68,7 @@ impl ConcatAndSplitPacker {
         reduced
             .iter()
             .zip(&info.shapes)
-            .map(|(packs, shapes)| {
-                let sizes: Vec<usize> = shapes.iter().map(|s| num_elements(s)).collect();
-                shaped(regroup_flat(&packs.iter().collect::<Vec<_>>(), &sizes)?, shapes)
-            })
+            .map(|(packs, shapes)| self.layout_of(&shapes.iter().map(|s| num_elements(s)).collect::<Vec<_>>()).scatter(packs, shapes))
             .collect()
     }
 }

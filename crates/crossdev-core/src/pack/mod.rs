@@ -4,17 +4,25 @@
 //!
 //! `device_grads` is a list over devices of lists over variables (`Vec<Vec<Tensor>>`), every
 //! device's list isomorphic to the first's.
+//!
+//! A packer only decides a [`Layout`] (which elements of which gradients each pack holds); the
+//! all-reduce ops reduce packs in place through it ([`reduce_packs`]: no pack is ever built), and
+//! the packers' `pack` / `unpack` make and undo concrete packs for callers that want them.
 
 pub mod by_size;
 pub mod concat_split;
+pub mod in_place;
+pub mod layout;
 pub mod small_tensors;
 
 pub use by_size::{group_by_size, split_grads_by_size};
 pub use concat_split::ConcatAndSplitPacker;
+pub use in_place::{reduce_packs, Pack};
+pub use layout::{Layout, Piece};
 pub use small_tensors::{extract_ranges, AggregateSmallTensorPacker};
 
 use crate::error::{fail, ErrorCode, Result};
-use crate::tensor::{num_elements, Buffer, Scalar, Tensor};
+use crate::tensor::{Buffer, Scalar, Tensor};
 
 /// The concatenation of `tensors` (one dtype required) regrouped into flat tensors of `sizes`
 /// elements (summing to their total): a concat and a split in one pass over memory.
@@ -43,17 +51,6 @@ pub(crate) fn regroup_buffers(parts: &[&Buffer], sizes: &[usize]) -> Vec<Buffer<
         crate::kernels::copy::regroup(&srcs, &mut outs.iter_mut().map(|v| v.as_mut_slice()).collect::<Vec<_>>());
         outs.into_iter().map(T::owned).collect()
     })
-}
-
-/// The flat concatenation of `tensors` (one dtype required).
-pub(crate) fn concat_flat(tensors: &[&Tensor]) -> Result<Tensor<'static>> {
-    let total = tensors.iter().map(|t| t.num_elements()).sum();
-    Tensor::new(vec![total], regroup_flat(tensors, &[total])?.remove(0))
-}
-
-/// Splits flat `t` into tensors of `shapes` (their element counts must sum to its length).
-pub(crate) fn split_flat(t: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor<'static>>> {
-    shaped(regroup_flat(&[t], &shapes.iter().map(|s| num_elements(s)).collect::<Vec<_>>())?, shapes)
 }
 
 /// Gives each flat buffer its shape.

@@ -2,7 +2,8 @@
 //! small float32 gradients are concatenated into one tensor each; packed tensors come first, the
 //! rest follow in their original order, and unpacking restores the exact original order.
 
-use super::{check_isomorphic, concat_flat, split_flat};
+use super::check_isomorphic;
+use super::layout::Layout;
 use crate::dtype::DType;
 use crate::error::{fail, ErrorCode, Result};
 use crate::tensor::Tensor;
@@ -67,36 +68,47 @@ impl AggregateSmallTensorPacker {
         Ok(AggregateSmallTensorPacker { max_bytes: max_bytes as usize, max_group: max_group as usize })
     }
 
-    /// `pack_small_tensors`: "small" is decided on device 0 (float32 and `4·elements ≤
-    /// max_bytes`); an isolated small gradient is not packed. `None` when nothing was packed.
+    /// The packs of one device's gradients and the runs packed (inclusive index ranges): each
+    /// run of small float32 gradients one pack (decided here, on this device: float32 and
+    /// `4·elements ≤ max_bytes`; an isolated small gradient is not packed), then every other
+    /// gradient alone, in order.
+    pub fn layout(&self, grads: &[Tensor]) -> (Layout, Vec<(usize, usize)>) {
+        let is_small = |t: &Tensor| t.dtype() == DType::Float32 && 4 * t.num_elements() <= self.max_bytes;
+        let small: Vec<usize> = (0..grads.len()).filter(|&i| is_small(&grads[i])).collect();
+        let (ranges, _) = extract_ranges(&small, self.max_group);
+        let counts: Vec<usize> = grads.iter().map(|t| t.num_elements()).collect();
+        (run_layout(&counts, &ranges), ranges)
+    }
+
+    /// `pack_small_tensors`: the concrete packs of [`Self::layout`] (decided on device 0).
+    /// `None` when nothing was packed.
     pub fn pack(&self, device_grads: &[Vec<Tensor>]) -> Result<(Vec<Vec<Tensor<'static>>>, Option<Vec<PackedRange>>)> {
         check_isomorphic(device_grads)?;
         let owned = || device_grads.iter().map(|g| g.iter().map(|t| t.clone().into_owned()).collect()).collect();
         let Some(first) = device_grads.first() else {
             return Ok((Vec::new(), None));
         };
-        let is_small = |t: &Tensor| t.dtype() == DType::Float32 && 4 * t.num_elements() <= self.max_bytes;
-        let small: Vec<usize> = (0..first.len()).filter(|&i| is_small(&first[i])).collect();
-        let (ranges, singles) = extract_ranges(&small, self.max_group);
+        let (layout, ranges) = self.layout(first);
         if ranges.is_empty() {
             return Ok((owned(), None));
         }
-        let mut large: Vec<usize> = (0..first.len()).filter(|&i| !is_small(&first[i])).chain(singles).collect();
-        large.sort_unstable();
-        let mut packing: Vec<PackedRange> = ranges
+        let packing = ranges
             .iter()
-            .map(|&(first, last)| PackedRange { first, last, shapes: Vec::new() })
+            .map(|&(a, z)| PackedRange { first: a, last: z, shapes: device_grads.iter().map(|g| g[a..=z].iter().map(|t| t.shape.clone()).collect()).collect() })
             .collect();
-        let mut out = Vec::with_capacity(device_grads.len());
-        for grads in device_grads {
-            let mut list = Vec::with_capacity(ranges.len() + large.len());
-            for (r, &(a, z)) in packing.iter_mut().zip(&ranges) {
-                list.push(concat_flat(&grads[a..=z].iter().collect::<Vec<_>>())?);
-                r.shapes.push(grads[a..=z].iter().map(|t| t.shape.clone()).collect());
-            }
-            list.extend(large.iter().map(|&i| grads[i].clone().into_owned()));
-            out.push(list);
-        }
+        // The packs of single gradients keep their gradients' shapes.
+        let out = device_grads
+            .iter()
+            .map(|grads| {
+                let mut packs = layout.concat(grads)?;
+                for (pack, pieces) in packs.iter_mut().zip(layout.packs()).skip(ranges.len()) {
+                    if let [x] = pieces.as_slice() {
+                        pack.shape = grads[x.tensor].shape.clone();
+                    }
+                }
+                Ok(packs)
+            })
+            .collect::<Result<_>>()?;
         Ok((out, Some(packing)))
     }
 
@@ -106,6 +118,7 @@ impl AggregateSmallTensorPacker {
         let Some(packing) = packing.filter(|p| !p.is_empty()) else {
             return Ok(device_grads.iter().map(|g| g.iter().map(|t| t.clone().into_owned()).collect()).collect());
         };
+        let ranges: Vec<(usize, usize)> = packing.iter().map(|r| (r.first, r.last)).collect();
         device_grads
             .iter()
             .enumerate()
@@ -113,14 +126,42 @@ impl AggregateSmallTensorPacker {
                 if list.len() < packing.len() {
                     return fail(ErrorCode::ShapeMismatch, format!("device {d} has fewer tensors than packs"));
                 }
-                let mut rest: Vec<Tensor<'static>> = list[packing.len()..].iter().map(|t| t.clone().into_owned()).collect();
-                for (i, r) in packing.iter().enumerate() {
-                    for (k, piece) in split_flat(&list[i], &r.shapes[d])?.into_iter().enumerate() {
-                        rest.insert(r.first + k, piece);
+                // The original list: each run's shapes at its place, the other tensors in between.
+                let mut rest = list[packing.len()..].iter();
+                let mut shapes: Vec<Vec<usize>> = Vec::new();
+                for r in packing {
+                    while shapes.len() < r.first {
+                        shapes.push(rest.next().map(|t| t.shape.clone()).ok_or_else(|| bad_packing(d))?);
                     }
+                    shapes.extend(r.shapes.get(d).ok_or_else(|| bad_packing(d))?.iter().cloned());
                 }
-                Ok(rest)
+                shapes.extend(rest.map(|t| t.shape.clone()));
+                let counts: Vec<usize> = shapes.iter().map(|s| crate::tensor::num_elements(s)).collect();
+                if ranges.iter().any(|&(a, z)| a > z || z >= counts.len()) || ranges.windows(2).any(|w| w[1].0 <= w[0].1) {
+                    return Err(bad_packing(d));
+                }
+                run_layout(&counts, &ranges).scatter(list, &shapes)
             })
             .collect()
     }
+}
+
+/// `ERR_SHAPE_MISMATCH`: device `d`'s tensors do not fit the packing information.
+fn bad_packing(d: usize) -> crate::error::CrossDeviceError {
+    crate::error::CrossDeviceError::new(ErrorCode::ShapeMismatch, format!("device {d}'s tensors do not match the packing information"))
+}
+
+/// Gradients of `counts` elements packed as `ranges` (increasing, disjoint): each run one pack,
+/// then every other gradient alone, in order.
+fn run_layout(counts: &[usize], ranges: &[(usize, usize)]) -> Layout {
+    let mut packed = vec![false; counts.len()];
+    let mut groups: Vec<Vec<usize>> = ranges
+        .iter()
+        .map(|&(a, z)| {
+            packed[a..=z].iter_mut().for_each(|p| *p = true);
+            (a..=z).collect()
+        })
+        .collect();
+    groups.extend((0..counts.len()).filter(|&i| !packed[i]).map(|i| vec![i]));
+    Layout::groups(counts, &groups)
 }

@@ -85,11 +85,10 @@ fn run_typed<T: Element + Scalar>(group: &dyn ProcessGroup, plan: &Plan, op: Red
     for (s, stage) in plan.stages.iter().enumerate() {
         let p = part(plan, stage, owner, me);
         let mut scratch: Vec<Vec<T>> = p.scratch.iter().map(|&len| output_vec(len)).collect();
-        let memory = Memory { bufs: bufs.iter().copied().chain(scratch.iter_mut().map(|v| (v.as_mut_ptr(), v.len()))).collect() };
+        let memory = Memory::whole(bufs.iter().copied().chain(scratch.iter_mut().map(|v| (v.as_mut_ptr(), v.len()))));
         let bytes = |c: &Chunk| -> (*mut u8, usize) {
-            let (base, _) = memory.bufs[c.buf];
             // SAFETY: chunks of a validated plan lie inside their (local) buffers.
-            (unsafe { base.add(c.offset) } as *mut u8, c.len * std::mem::size_of::<T>())
+            (unsafe { memory.ptr(c) } as *mut u8, c.len * std::mem::size_of::<T>())
         };
         // SAFETY: within a stage, what is sent is only read, and what is received (copy
         // destinations, fresh scratch) is written by nothing else (Plan::validate).

@@ -16,78 +16,173 @@ const PARALLEL_STAGE: usize = 1 << 16;
 
 /// Elements per column block of a column-separable plan: a block of every buffer of an
 /// 8-device plan stays within a core's L2 cache through all the stages.
-#[cfg(feature = "parallel")]
 const COLUMN_BLOCK: usize = 1 << 14;
 
-/// Base addresses and lengths of a plan's buffers. Sound to share across threads because
+/// Where a buffer's element columns `[first, first + len)` live (`base` holds column `first`).
+/// A whole buffer starts at column 0; a segment of a segmented buffer (see [`run_in_place`])
+/// starts at the segment's first column.
+pub(super) struct Region<T> {
+    base: *mut T,
+    first: usize,
+    len: usize,
+}
+
+impl<T> Clone for Region<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Region<T> {}
+
+/// Where a plan's buffers live, by plan buffer index. Sound to share across threads because
 /// [`Plan::validate`] guarantees that the steps of a stage write disjoint chunks that no other
 /// step of the stage reads, and inputs are never written.
 pub(super) struct Memory<T> {
-    /// `(base, len)` of each buffer, by plan buffer index.
-    pub(super) bufs: Vec<(*mut T, usize)>,
+    bufs: Vec<Region<T>>,
 }
 
 unsafe impl<T: Send> Send for Memory<T> {}
 unsafe impl<T: Sync> Sync for Memory<T> {}
 
 impl<T> Memory<T> {
+    /// Whole buffers, `(base, len)` each, by plan buffer index.
+    pub(super) fn whole(bufs: impl IntoIterator<Item = (*mut T, usize)>) -> Self {
+        Memory { bufs: bufs.into_iter().map(|(base, len)| Region { base, first: 0, len }).collect() }
+    }
+
+    /// Where chunk `c` starts.
+    ///
     /// # Safety
-    /// `c` lies inside its buffer, and nothing writes it during the borrow.
-    pub(super) unsafe fn read(&self, c: &Chunk) -> &[T] {
-        let (base, len) = self.bufs[c.buf];
-        debug_assert!(c.offset + c.len <= len);
-        std::slice::from_raw_parts(base.add(c.offset), c.len)
+    /// `c` lies inside the region its buffer has here.
+    pub(super) unsafe fn ptr(&self, c: &Chunk) -> *mut T {
+        let r = self.bufs[c.buf];
+        debug_assert!(c.offset >= r.first && c.offset + c.len <= r.first + r.len, "chunk {c:?} outside its region");
+        r.base.add(c.offset - r.first)
     }
 
     /// # Safety
-    /// `c` lies inside a non-input buffer, and nothing else reads or writes it during the borrow.
+    /// `c` lies inside its buffer's region, and nothing writes it during the borrow.
+    pub(super) unsafe fn read(&self, c: &Chunk) -> &[T] {
+        std::slice::from_raw_parts(self.ptr(c), c.len)
+    }
+
+    /// # Safety
+    /// `c` lies inside a non-input buffer's region, and nothing else reads or writes it during
+    /// the borrow.
     #[allow(clippy::mut_from_ref)]
     pub(super) unsafe fn write(&self, c: &Chunk) -> &mut [T] {
-        let (base, len) = self.bufs[c.buf];
-        debug_assert!(c.offset + c.len <= len);
-        std::slice::from_raw_parts_mut(base.add(c.offset), c.len)
+        std::slice::from_raw_parts_mut(self.ptr(c), c.len)
     }
 }
 
-fn run_typed<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[&Buffer]) -> Vec<Vec<T>> {
-    // A validated plan writes every element of a non-input buffer before any step reads it.
-    let mut scratch: Vec<Vec<T>> = plan.buffers[plan.inputs..].iter().map(|b| output_vec(b.len)).collect();
-    let mut bufs: Vec<(*mut T, usize)> = inputs
+/// Runs `plan` with `op`, reading its inputs and writing its outputs in place, where each is
+/// given as consecutive pieces of caller memory (segments): input `i` is the concatenation of
+/// `inputs[i]`, and the result for input `i` is written across `outputs[i]`. Every input and
+/// output is cut into segments of the same lengths (summing to the plan's `elements`); scratch
+/// buffers are allocated here.
+///
+/// This is what makes packing free: a pack of gradients is the concatenation of (parts of)
+/// the gradients, so its plan can read the gradients where they are and write each result
+/// straight into its own allocation, with no concatenation before and no split after. With more
+/// than one segment the plan must be [column-separable](column_separable): it runs in column
+/// blocks that never cross a segment boundary, each block resolved to its segment's memory, so
+/// element `i` is combined in exactly the order the plan gives it: the results are bit-identical
+/// to running the plan over the concatenation. With one segment any plan runs.
+pub fn run_in_place<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[Vec<&[T]>], outputs: &mut [Vec<&mut [T]>]) -> Result<()> {
+    plan.validate()?;
+    check_in_place(plan, inputs, outputs)?;
+    run_checked(plan, op, inputs, outputs);
+    Ok(())
+}
+
+/// Checks the arguments of [`run_in_place`] against a validated `plan`.
+fn check_in_place<T: Scalar>(plan: &Plan, inputs: &[Vec<&[T]>], outputs: &[Vec<&mut [T]>]) -> Result<()> {
+    let invalid = |what: String| fail(ErrorCode::InvalidArgument, format!("running the {} plan in place: {what}", plan.algorithm));
+    if inputs.len() != plan.inputs || outputs.len() != plan.inputs {
+        return invalid(format!("it takes {} inputs and outputs, got {} and {}", plan.inputs, inputs.len(), outputs.len()));
+    }
+    if T::owned(Vec::new()).dtype() != plan.dtype {
+        return invalid(format!("it reduces {} elements", plan.dtype.name()));
+    }
+    let lens: Vec<usize> = inputs.first().map(|s| s.iter().map(|x| x.len()).collect()).unwrap_or_default();
+    let same = |segs: &mut dyn Iterator<Item = usize>| segs.eq(lens.iter().copied());
+    if !inputs.iter().all(|s| same(&mut s.iter().map(|x| x.len()))) || !outputs.iter().all(|s| same(&mut s.iter().map(|x| x.len()))) {
+        return invalid("every input and output needs segments of the same lengths".into());
+    }
+    if lens.iter().sum::<usize>() != plan.elements {
+        return invalid(format!("segments of {} elements in all for {} elements", lens.iter().sum::<usize>(), plan.elements));
+    }
+    if plan.outputs.iter().any(|&o| plan.buffers[o].len != plan.elements) {
+        return fail(ErrorCode::Internal, format!("the {} plan has an output buffer longer than its elements", plan.algorithm));
+    }
+    if lens.iter().filter(|&&n| n > 0).count() > 1 && !column_separable(plan) {
+        return fail(ErrorCode::Internal, format!("the {} plan is not column-separable, so it cannot run over segments", plan.algorithm));
+    }
+    Ok(())
+}
+
+/// [`run_in_place`] after its checks.
+fn run_checked<T: Element + Scalar>(plan: &Plan, op: ReduceOp, inputs: &[Vec<&[T]>], outputs: &mut [Vec<&mut [T]>]) {
+    // Segments by position: first column and length; empty ones hold nothing and are dropped.
+    let lens: Vec<usize> = inputs.first().map(|s| s.iter().map(|x| x.len()).collect()).unwrap_or_default();
+    let firsts: Vec<usize> = lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
+    let segments: Vec<usize> = (0..lens.len()).filter(|&k| lens[k] > 0).collect();
+    if segments.is_empty() {
+        return;
+    }
+    let mut output_of: Vec<Option<usize>> = vec![None; plan.buffers.len()];
+    for (i, &o) in plan.outputs.iter().enumerate() {
+        output_of[o] = Some(i);
+    }
+    // A validated plan writes every element of a scratch buffer before any step reads it.
+    let mut scratch: Vec<Vec<T>> = (plan.inputs..plan.buffers.len())
+        .map(|b| if output_of[b].is_some() { Vec::new() } else { output_vec(plan.buffers[b].len) })
+        .collect();
+    let memories: Vec<Memory<T>> = segments
         .iter()
-        .map(|b| {
-            let s = T::slice(b).expect("dtype checked");
-            (s.as_ptr() as *mut T, s.len())
+        .map(|&k| {
+            let (first, len) = (firsts[k], lens[k]);
+            let bufs = (0..plan.buffers.len())
+                .map(|b| match output_of[b] {
+                    _ if b < plan.inputs => Region { base: inputs[b][k].as_ptr() as *mut T, first, len },
+                    Some(i) => Region { base: outputs[i][k].as_mut_ptr(), first, len },
+                    None => {
+                        let s = &mut scratch[b - plan.inputs];
+                        Region { base: s.as_mut_ptr(), first: 0, len: s.len() }
+                    }
+                })
+                .collect();
+            Memory { bufs }
         })
         .collect();
-    bufs.extend(scratch.iter_mut().map(|v| (v.as_mut_ptr(), v.len())));
-    let memory = Memory { bufs };
     let divide_by = (op == ReduceOp::Mean).then_some(plan.inputs);
-    // SAFETY: the plan was validated (see `Memory`); a column block only narrows chunks.
-    let run_step = |step: &Step, columns: (usize, usize)| unsafe { run_step(&memory, op, divide_by, step, columns) };
-    let whole = (0, usize::MAX);
-    #[cfg(feature = "parallel")]
-    if plan.elements >= 2 * COLUMN_BLOCK && column_separable(plan) {
-        // Every block of columns is an independent copy of the plan: run blocks in parallel,
-        // each through all stages while its data sits in cache.
-        use rayon::prelude::*;
-        (0..plan.elements.div_ceil(COLUMN_BLOCK)).into_par_iter().for_each(|k| {
-            let block = (k * COLUMN_BLOCK, ((k + 1) * COLUMN_BLOCK).min(plan.elements));
-            plan.stages.iter().flatten().for_each(|step| run_step(step, block));
-        });
-    } else {
-        run_stages(plan, &|step: &Step| run_step(step, whole));
+    // SAFETY: the plan was validated (see `Memory`); inputs are never written; a column block
+    // only narrows chunks, and lies within one segment, whose memory resolves its chunks.
+    let run_step = |memory: &Memory<T>, step: &Step, columns: (usize, usize)| unsafe { run_step(memory, op, divide_by, step, columns) };
+    let blocked = memories.len() > 1 || (cfg!(feature = "parallel") && plan.elements >= 2 * COLUMN_BLOCK && column_separable(plan));
+    if !blocked {
+        run_stages(plan, &|step: &Step| run_step(&memories[0], step, (0, usize::MAX)));
+        return;
     }
-    #[cfg(not(feature = "parallel"))]
-    run_stages(plan, &|step: &Step| run_step(step, whole));
-    drop(memory);
-    plan.outputs
+    // Every block of columns is an independent copy of the plan: each runs through all stages
+    // while its data sits in cache, blocks in parallel where there are threads.
+    let blocks: Vec<(usize, usize, usize)> = segments
         .iter()
-        .map(|&o| {
-            let mut out = std::mem::take(&mut scratch[o - plan.inputs]);
-            out.truncate(plan.elements);
-            out
+        .enumerate()
+        .flat_map(|(m, &k)| {
+            let end = firsts[k] + lens[k];
+            (firsts[k]..end).step_by(COLUMN_BLOCK).map(move |from| (m, from, (from + COLUMN_BLOCK).min(end)))
         })
-        .collect()
+        .collect();
+    let run_block = |&(m, from, to): &(usize, usize, usize)| plan.stages.iter().flatten().for_each(|step| run_step(&memories[m], step, (from, to)));
+    #[cfg(feature = "parallel")]
+    if plan.elements >= 2 * COLUMN_BLOCK {
+        use rayon::prelude::*;
+        blocks.par_iter().for_each(run_block);
+        return;
+    }
+    blocks.iter().for_each(run_block);
 }
 
 /// Runs `step` over `memory`, restricted to the element columns `[from, to)` of its destination
@@ -136,8 +231,7 @@ pub(super) fn run_stage(stage: &[Step], run_step: &(dyn Fn(&Step) + Sync)) {
 /// only on elements `i` of other buffers, and a plan can run one block of columns at a time with
 /// bit-identical results. Ring, recursive halving-doubling, hierarchical copy, reduce-to-one
 /// and the NCCL-first two-level plans are; shuffle (shards gathered at offset 0) is not.
-#[cfg(feature = "parallel")]
-fn column_separable(plan: &Plan) -> bool {
+pub fn column_separable(plan: &Plan) -> bool {
     plan.stages.iter().flatten().all(|step| {
         let w = step.writes();
         step.reads().iter().all(|r| r.offset == w.offset && r.len == w.len)
@@ -152,5 +246,13 @@ pub fn run(plan: &Plan, op: ReduceOp, inputs: &[&Buffer]) -> Result<Vec<Buffer<'
         return fail(ErrorCode::InvalidArgument, format!("the plan takes {} inputs, got {}", plan.inputs, inputs.len()));
     }
     inputs.iter().try_for_each(|b| plan.check_input(b))?;
-    Ok(crate::for_dtype!(plan.dtype, T => run_typed::<T>(plan, op, inputs).into_iter().map(T::owned).collect()))
+    Ok(crate::for_dtype!(plan.dtype, T => {
+        let ins: Vec<Vec<&[T]>> = inputs.iter().map(|b| vec![T::slice(b).expect("dtype checked")]).collect();
+        // Written in full by the plan (a validated plan writes every element of its outputs).
+        let mut outs: Vec<Vec<T>> = (0..plan.inputs).map(|_| output_vec(plan.elements)).collect();
+        let mut segs: Vec<Vec<&mut [T]>> = outs.iter_mut().map(|v| vec![v.as_mut_slice()]).collect();
+        check_in_place(plan, &ins, &segs)?;
+        run_checked(plan, op, &ins, &mut segs);
+        outs.into_iter().map(T::owned).collect()
+    }))
 }
