@@ -16,8 +16,9 @@
  * call's working memory (inputs copied in, results, scratch). A call that finds too little left
  * fails (`ERR_OUT_OF_MEMORY`), so blocks are held within bounds, past which results are copied
  * out into JavaScript memory and `tensor()` wraps arrays rather than copying them in:
- * - a call's results stay only while what is then allocated leaves room for another call like
- *   it within the capacity: 3.25 GiB, the 4 GiB less room for the allocator's fragmentation, or
+ * - a call's results stay (all of them, or none: kept blocks scattered among freed ones would
+ *   fragment the memory) only while what is then allocated leaves room for another call like it
+ *   within the capacity: 3 GiB, the 4 GiB less room for the allocator's fragmentation, or
  *   `CROSSDEV_WASM_MEMORY_BYTES` where that is less (the most the module may allocate at all).
  *   Room for a call is the more of its measured working memory and three times its inputs,
  *   crossdev's most (a packed all-reduce holds the packs, their sums and the unpacked results),
@@ -36,9 +37,10 @@ const ADDRESSES = 2 ** 32;
 /**
  * What the module may allocate and still expect the next allocation to succeed: 4 GiB less
  * room for the allocator's fragmentation, the threads' stacks and the module's data (ResNet-50's
- * list all-reduced over 8 devices, with what it held, ran out of memory with 3.5 GiB allocated).
+ * flat all-reduce over 8 devices ran out of memory with 3.25 GiB allocated, in 3.9 GiB of
+ * memory, where earlier calls had kept some of their results).
  */
-const CAPACITY = 3.25 * 2 ** 30;
+const CAPACITY = 3 * 2 ** 30;
 /** The share of the capacity within which `tensor()` copies arrays in. */
 const TENSOR_SHARE = 1 / 4;
 /** The working memory a call may need per byte of its inputs (see the module's description). */
@@ -130,21 +132,18 @@ export class WasmMemory {
 
   /**
    * A call's result buffers at `places` (`[address, bytes]`, allocated by the module): views
-   * where they lie while what stays allocated leaves room for another call like it within the
-   * capacity (and the blocks held stay within `CROSSDEV_WASM_HELD_BYTES`); copies in JavaScript
-   * memory past that, whose blocks are freed at once. The call had `inputBytes` of inputs and
-   * `work` bytes of working memory; `free(ptr, len)` frees a result's block.
+   * where they lie if, with all of them, what stays allocated leaves room for another call like
+   * it within the capacity (and the blocks held stay within `CROSSDEV_WASM_HELD_BYTES`); else
+   * copies in JavaScript memory, whose blocks are freed at once. The call had `inputBytes` of
+   * inputs and `work` bytes of working memory; `free(ptr, len)` frees a result's block.
    */
   results(places: readonly (readonly [number, number])[], inputBytes: number, work: number, free: (ptr: number, len: number) => void): Uint8Array[] {
     const total = places.reduce((sum, [, len]) => sum + len, 0);
     const next = Math.max(work, WORK_PER_INPUT_BYTE * inputBytes);
-    let room = Math.min(Math.min(CAPACITY, memoryLimit()) - next - (this.allocated() - total), heldLimit() - this.held);
+    const stay = this.allocated() + next <= Math.min(CAPACITY, memoryLimit()) && this.held + total <= heldLimit();
     return places.map(([ptr, len]) => {
       if (len === 0) return new Uint8Array(0);
-      if (len <= room) {
-        room -= len;
-        return this.block(ptr, len, free);
-      }
+      if (stay) return this.block(ptr, len, free);
       const copy = new Uint8Array(len);
       copy.set(this.view(ptr, len));
       free(ptr, len);
