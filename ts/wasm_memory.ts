@@ -18,7 +18,7 @@
  * out into JavaScript memory and `tensor()` wraps arrays rather than copying them in:
  * - a call's results stay (all of them, or none: kept blocks scattered among freed ones would
  *   fragment the memory) only while what is then allocated leaves room for another call like it
- *   within the capacity: 3 GiB, the 4 GiB less room for the allocator's fragmentation, or
+ *   within the capacity: 3.25 GiB, the 4 GiB less room for the allocator's fragmentation, or
  *   `CROSSDEV_WASM_MEMORY_BYTES` where that is less (the most the module may allocate at all).
  *   Room for a call is the more of its measured working memory and three times its inputs,
  *   crossdev's most (a packed all-reduce holds the packs, their sums and the unpacked results),
@@ -36,11 +36,12 @@ const DEFAULT_HELD_BYTES = 2 ** 31;
 const ADDRESSES = 2 ** 32;
 /**
  * What the module may allocate and still expect the next allocation to succeed: 4 GiB less
- * room for the allocator's fragmentation, the threads' stacks and the module's data (ResNet-50's
- * flat all-reduce over 8 devices ran out of memory with 3.25 GiB allocated, in 3.9 GiB of
- * memory, where earlier calls had kept some of their results).
+ * room for the allocator's fragmentation, the threads' stacks and the module's data. (When
+ * calls kept some of their results and copied out the rest, ResNet-50's flat all-reduce over 8
+ * devices ran out with 3.25 GiB allocated in 3.9 GiB of memory; kept all together or not at
+ * all, they leave the memory in few pieces.)
  */
-const CAPACITY = 3 * 2 ** 30;
+const CAPACITY = 3.25 * 2 ** 30;
 /** The share of the capacity within which `tensor()` copies arrays in. */
 const TENSOR_SHARE = 1 / 4;
 /** The working memory a call may need per byte of its inputs (see the module's description). */
