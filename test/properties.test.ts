@@ -260,6 +260,7 @@ test(`[${B}] property: reducing IndexedSlices concatenates rows (MEAN divides th
       if (JSON.stringify(m.devices) !== JSON.stringify(want)) throw new Error(`${what}: devices ${m.devices}`);
       for (const [d, v] of m) {
         if (!(v instanceof IndexedSlices)) throw new Error(`${what}: not IndexedSlices on ${d}`);
+        if (!(v.values instanceof Tensor && v.indices instanceof Tensor)) throw new Error(`${what}: GPU tensors from host inputs on ${d}`);
         if (v.device !== d || JSON.stringify(v.denseShape) !== JSON.stringify(denseShape)) throw new Error(`${what}: device/dense shape`);
         const k = expIndices.length;
         if (JSON.stringify(v.values.shape) !== JSON.stringify([k, ...width])) throw new Error(`${what}: values shape ${v.values.shape}`);
