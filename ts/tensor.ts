@@ -142,9 +142,10 @@ function fromNumbers(values: unknown[], dtype: DType): TypedArray {
  *
  * Where `data` lives depends on the backend. On the native one it is JavaScript memory: the
  * caller's own array for `tensor()` and `new Tensor()`, a new ArrayBuffer for each result. On
- * the WebAssembly one, results and the tensors `tensor()` makes live in WebAssembly memory,
- * which operations read and write without copying (a tensor made with `new Tensor()` keeps the
- * caller's array, and is copied in at each operation). For such a tensor:
+ * the WebAssembly one, results and the tensors `tensor()` makes live in WebAssembly memory while
+ * it has room (README: "The WebAssembly backend"), where operations read and write them without
+ * copying (a tensor made with `new Tensor()`, or by `tensor()` when there is no room, keeps the
+ * caller's array, and is copied in at each operation). For a tensor in WebAssembly memory:
  * - `data` is a view into WebAssembly memory. It stays valid, across any later calls and the
  *   memory's growth, for as long as `data` (or the tensor) is reachable; once neither is, its
  *   memory is freed after garbage collection.
