@@ -1,7 +1,7 @@
 //! Reducing packs in place ("virtual packs"): a pack is never built. Its plan reads every
 //! device's gradients where they are, as the segments of one pack-long input, and writes each
 //! result straight into the gradient's own result allocation
-//! ([`host::run_in_place`](crate::plan::host::run_in_place)). Packing then costs no pass over
+//! ([`host::run_in_place`]). Packing then costs no pass over
 //! memory, where concatenating and splitting cost two (and the page faults of two pack-sized
 //! buffers per device), and the results are bit-identical to reducing the concrete packs: element
 //! `i` of a pack is combined in the order its plan gives it, whichever memory holds it.
