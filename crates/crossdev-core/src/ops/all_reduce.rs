@@ -131,18 +131,7 @@ pub(crate) fn group_by_device<'v, 'a>(values: &[&'v PerDevice<Value<'a>>]) -> Re
 
 /// Runs `plan` over `across` and gives each result its input's shape.
 pub(crate) fn run_across(plan: &Plan, op: ReduceOp, across: &[&Tensor]) -> Result<Vec<Tensor<'static>>> {
-    crate::log::note(|| {
-        format!(
-            "plan {}: {} of {} {} elements over {} devices, {} stages, {} bytes across devices",
-            plan.algorithm,
-            op.name(),
-            plan.elements,
-            plan.dtype.name(),
-            plan.inputs,
-            plan.stages.len(),
-            plan.bytes_moved().total
-        )
-    });
+    crate::log::note(|| plan.describe_run(op));
     let outs = host::run(plan, op, &across.iter().map(|t| &t.data).collect::<Vec<_>>())?;
     across.iter().zip(outs).map(|(t, data)| Tensor::new(t.shape.clone(), data)).collect()
 }

@@ -58,17 +58,8 @@ impl Pack<'_, '_> {
     /// module documentation), else over a concrete pack.
     pub fn run(&mut self, plan: &Plan, op: ReduceOp) -> Result<()> {
         crate::log::note(|| {
-            format!(
-                "plan {}: {} of {} {} elements over {} devices, {} stages, {} bytes across devices{}",
-                plan.algorithm,
-                op.name(),
-                plan.elements,
-                plan.dtype.name(),
-                plan.inputs,
-                plan.stages.len(),
-                plan.bytes_moved().total,
-                if self.pieces.len() > 1 { format!(", a pack of {} pieces", self.pieces.len()) } else { String::new() }
-            )
+            let pieces = if self.pieces.len() > 1 { format!(", a pack of {} pieces", self.pieces.len()) } else { String::new() };
+            format!("{}{pieces}", plan.describe_run(op))
         });
         if plan.elements != self.elements || plan.dtype != self.dtype {
             return fail(ErrorCode::Internal, format!("a plan of {} {} elements for a pack of {} {}", plan.elements, plan.dtype.name(), self.elements, self.dtype.name()));

@@ -144,6 +144,20 @@ impl Plan {
         Ok(())
     }
 
+    /// One line saying what running the plan with `op` does (for `CROSSDEV_DEBUG`'s log).
+    pub fn describe_run(&self, op: crate::reduce_op::ReduceOp) -> String {
+        format!(
+            "plan {}: {} of {} {} elements over {} devices, {} stages, {} bytes across devices",
+            self.algorithm,
+            op.name(),
+            self.elements,
+            self.dtype.name(),
+            self.inputs,
+            self.stages.len(),
+            self.bytes_moved().total
+        )
+    }
+
     /// Bytes read across devices: each chunk a step reads from a device other than the one it
     /// writes to crosses the link between them once.
     pub fn bytes_moved(&self) -> BytesMoved {
