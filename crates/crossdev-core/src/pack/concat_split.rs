@@ -1,7 +1,7 @@
 //! `ConcatAndSplitPacker`: concatenate all of a device's gradients and split the result into
 //! `num_packs` nearly equal packs (the remainder goes to the last; packs may be empty).
 
-use super::layout::Layout;
+use super::layout::{shared_dtype, Layout};
 use super::check_isomorphic;
 use crate::error::{fail, ErrorCode, Result};
 use crate::tensor::{num_elements, Tensor};
@@ -43,14 +43,8 @@ impl ConcatAndSplitPacker {
 
     /// The layout of one device's `grads`, which must share a dtype (they are concatenated).
     pub fn layout(&self, grads: &[Tensor]) -> Result<Layout> {
-        let Some(first) = grads.first() else {
+        if shared_dtype(grads.iter().map(|g| g.dtype()))?.is_none() {
             return fail(ErrorCode::InvalidArgument, "nothing to pack");
-        };
-        if let Some(t) = grads.iter().find(|t| t.dtype() != first.dtype()) {
-            return fail(
-                ErrorCode::DtypeMismatch,
-                format!("Cannot pack tensors of different dtypes: {} and {}", first.dtype().name(), t.dtype().name()),
-            );
         }
         Ok(self.layout_of(&grads.iter().map(|g| g.num_elements()).collect::<Vec<_>>()))
     }

@@ -157,8 +157,14 @@ impl Layout {
 /// The dtype shared by the gradients of `pieces` (`None` for an empty pack), or
 /// `ERR_DTYPE_MISMATCH`.
 pub(crate) fn pack_dtype(pieces: &[Piece], grads: &[Tensor]) -> Result<Option<DType>> {
-    let Some(first) = pieces.first().map(|x| grads[x.tensor].dtype()) else { return Ok(None) };
-    if let Some(other) = pieces.iter().map(|x| grads[x.tensor].dtype()).find(|&d| d != first) {
+    shared_dtype(pieces.iter().map(|x| grads[x.tensor].dtype()))
+}
+
+/// The one dtype of tensors to be packed together (`None` for none), or `ERR_DTYPE_MISMATCH`
+/// (TensorFlow's message).
+pub(crate) fn shared_dtype(mut dtypes: impl Iterator<Item = DType>) -> Result<Option<DType>> {
+    let Some(first) = dtypes.next() else { return Ok(None) };
+    if let Some(other) = dtypes.find(|&d| d != first) {
         return fail(ErrorCode::DtypeMismatch, format!("Cannot pack tensors of different dtypes: {} and {}", first.name(), other.name()));
     }
     Ok(Some(first))

@@ -24,25 +24,6 @@ pub use small_tensors::{extract_ranges, AggregateSmallTensorPacker};
 use crate::error::{fail, ErrorCode, Result};
 use crate::tensor::{Buffer, Scalar, Tensor};
 
-/// The concatenation of `tensors` (one dtype required) regrouped into flat tensors of `sizes`
-/// elements (summing to their total): a concat and a split in one pass over memory.
-pub fn regroup_flat(tensors: &[&Tensor], sizes: &[usize]) -> Result<Vec<Buffer<'static>>> {
-    let Some(first) = tensors.first() else {
-        return fail(ErrorCode::InvalidArgument, "nothing to pack");
-    };
-    if let Some(t) = tensors.iter().find(|t| t.dtype() != first.dtype()) {
-        return fail(
-            ErrorCode::DtypeMismatch,
-            format!("Cannot pack tensors of different dtypes: {} and {}", first.dtype().name(), t.dtype().name()),
-        );
-    }
-    let total: usize = tensors.iter().map(|t| t.num_elements()).sum();
-    if sizes.iter().sum::<usize>() != total {
-        return fail(ErrorCode::Internal, format!("regrouping {total} elements into pieces of {sizes:?}"));
-    }
-    Ok(regroup_buffers(&tensors.iter().map(|t| &t.data).collect::<Vec<_>>(), sizes))
-}
-
 /// `parts` (one dtype) end to end, regrouped into buffers of `sizes` elements.
 pub(crate) fn regroup_buffers(parts: &[&Buffer], sizes: &[usize]) -> Vec<Buffer<'static>> {
     crate::for_dtype!(parts[0].dtype(), T => {
