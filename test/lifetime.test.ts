@@ -61,6 +61,34 @@ test.serial(`[${B}] writes to a tensor's data reach the next operation; on WebAs
   }
 });
 
+test.serial(`[${B}] one call's small and large results of every dtype are each right, aligned for their type, and apart`, (t) => {
+  // On the native backend, results of at most 4 KiB share one ArrayBuffer and larger ones have their own.
+  const sizes = [1, 3, 1023, 1024, 1025, 5000, 0, 7];
+  const dtypes: DType[] = ['float32', 'float64', 'float16', 'int32', 'int64', 'bfloat16', 'float32', 'float64'];
+  const datas = sizes.map((n, g) => devices.map((_, k) => {
+    const xs = Array.from({ length: n }, (_, i) => (i * 3 + g * 5 + k) % 61);
+    return dtypes[g] === 'int64' ? BigInt64Array.from(xs.map(BigInt)) : xs;
+  }));
+  const pairs = sizes.map((n, g) => [new PerDevice(devices.map((d, k) => [d, tensor(datas[g][k] as never, [n], { device: d, dtype: dtypes[g] })] as const)), devices] as const);
+  const inputs = pairs.map(([pd]) => pd.values.map((v) => (v as Tensor).data as Data));
+  const results = ops.batchReduceSync(ReduceOp.SUM, pairs);
+  const all: ArrayBufferView[] = [];
+  results.forEach((m, g) => {
+    const want = reduceReference(dtypes[g], 'SUM', inputs[g]);
+    for (const v of m.values) {
+      const data = (v as Tensor).data;
+      t.is(firstDifference(dtypes[g], data as Data, want), -1, `${dtypes[g]}[${sizes[g]}] on ${(v as Tensor).device}`);
+      t.is(data.byteOffset % data.BYTES_PER_ELEMENT, 0, 'aligned for its element type');
+      all.push(data);
+    }
+  });
+  t.false(anyOverlap(all), 'no two results share bytes');
+  // Writing one result leaves every other as it was.
+  const before = all.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength).slice());
+  new Uint8Array(all[0].buffer, all[0].byteOffset, all[0].byteLength).fill(0xff);
+  all.slice(1).forEach((a, i) => t.deepEqual(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), before[i + 1]));
+});
+
 test.serial(`[${B}] a reduction large enough to be split over threads equals the left-to-right reference bit for bit`, (t) => {
   // Three and a bit parallel chunks of 65536 elements; magnitudes that make the order of the sum matter.
   const n = 3 * 65536 + 123;

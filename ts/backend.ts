@@ -47,15 +47,16 @@ function bytesOf(a: ArrayBufferView): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-/** Whether `CROSSDEV_DEBUG` asks for per-call diagnostics (read at each call). */
-function debugging(): boolean {
-  const d = process.env.CROSSDEV_DEBUG;
-  return d !== undefined && d !== '' && d !== '0';
-}
+/**
+ * Whether `CROSSDEV_DEBUG` asks for per-call diagnostics: read at the first call (reading
+ * `process.env` at every call cost a tenth of a small op).
+ */
+let debugging: boolean | undefined;
 
 /** Adds `"debug":true` to a request (a JSON object) when diagnostics are on. */
 function withDebug(request: string): string {
-  return debugging() ? `${request.slice(0, -1)},"debug":true}` : request;
+  debugging ??= ['', '0', undefined].includes(process.env.CROSSDEV_DEBUG) === false;
+  return debugging ? `${request.slice(0, -1)},"debug":true}` : request;
 }
 
 /** Parsed `{"results": …}` metadata by its text: see {@link parseMeta}. */
@@ -63,6 +64,9 @@ const parsedResults = new Map<string, unknown>();
 /** Characters of metadata {@link parsedResults} holds; past {@link PARSED_CHARS} it starts over. */
 let parsedChars = 0;
 const PARSED_CHARS = 1 << 22;
+/** The texts {@link parseMeta} parsed or found last, newest first: at most {@link RECENT}. */
+const recentMeta: [string, unknown][] = [];
+const RECENT = 4;
 
 /** `x`, and every object in it, frozen. */
 function deepFreeze<T>(x: T): T {
@@ -80,9 +84,11 @@ function deepFreeze<T>(x: T): T {
  * are parsed anew.
  */
 function parseMeta(meta: string): any {
-  if (!meta.startsWith('{"results":') || meta.includes('"gpu":')) return JSON.parse(meta);
+  // The last few texts are compared first: comparing strings is cheaper than hashing a new one.
+  for (let i = 0; i < recentMeta.length; i++) if (recentMeta[i][0] === meta) return recentMeta[i][1];
   let parsed = parsedResults.get(meta);
   if (parsed === undefined) {
+    if (!meta.startsWith('{"results":') || meta.includes('"gpu":')) return JSON.parse(meta);
     parsed = deepFreeze(JSON.parse(meta));
     if (parsedChars + meta.length > PARSED_CHARS) {
       parsedResults.clear();
@@ -93,6 +99,8 @@ function parseMeta(meta: string): any {
       parsedChars += meta.length;
     }
   }
+  recentMeta.unshift([meta, parsed]);
+  recentMeta.length = Math.min(recentMeta.length, RECENT);
   return parsed;
 }
 
@@ -107,13 +115,30 @@ function decode(meta: string, buffers: ArrayBufferView[]): Reply {
   return { meta: parsed, buffers };
 }
 
+/** A native reply: the metadata's text, then the ArrayBuffers holding the result buffers. */
+type NativeReply = [string, ...ArrayBuffer[]];
+
 interface NativeAddon {
-  execute(request: string, inputs: Uint8Array[]): { meta: string; buffers: ArrayBuffer[] };
-  executeAsync(request: string, inputs: Uint8Array[]): Promise<{ meta: string; buffers: ArrayBuffer[] }>;
+  /** Reads the inputs, TypedArrays of any type, in place. */
+  execute(request: string, inputs: ArrayBufferView[]): NativeReply;
+  /** Holds references to the inputs, which must be Uint8Arrays, while it runs. */
+  executeAsync(request: string, inputs: Uint8Array[]): Promise<NativeReply>;
 }
 
-function views(buffers: ArrayBuffer[]): Uint8Array[] {
-  return buffers.map((b) => new Uint8Array(b));
+/**
+ * A native reply decoded. Its result buffers are the `[arrayBuffer, byteOffset, byteLength]`
+ * triples of the metadata's `spans` (small results share one ArrayBuffer), else one per
+ * ArrayBuffer.
+ */
+function decodeNative(r: NativeReply): Reply {
+  const reply = decode(r[0], []);
+  const spans: number[] | undefined = reply.meta?.spans;
+  if (spans === undefined) {
+    for (let i = 1; i < r.length; i++) reply.buffers.push(new Uint8Array(r[i] as ArrayBuffer));
+  } else {
+    for (let i = 0; i < spans.length; i += 3) reply.buffers.push(new Uint8Array(r[1 + spans[i]] as ArrayBuffer, spans[i + 1], spans[i + 2]));
+  }
+  return reply;
 }
 
 /** napi-rs's name for this platform (`linux-x64-gnu`): the addon's file suffix and the platform package's. */
@@ -146,8 +171,7 @@ const INLINE_BYTES = 1 << 16;
 
 function nativeBackend(addon: NativeAddon, processGroup = false): Backend {
   const execute = (req: string, inputs: ArrayBufferView[]): Reply => {
-    const r = addon.execute(req, inputs.map(bytesOf));
-    return decode(r.meta, views(r.buffers));
+    return decodeNative(addon.execute(req, inputs));
   };
   return {
     name: 'native',
@@ -155,8 +179,7 @@ function nativeBackend(addon: NativeAddon, processGroup = false): Backend {
     executeAsync: async (req, inputs, offThread = false) => {
       // Across processes a small op may still wait for other ranks: it never blocks this thread.
       if (!processGroup && !offThread && inputs.reduce((n, a) => n + a.byteLength, 0) < INLINE_BYTES) return execute(req, inputs);
-      const r = await addon.executeAsync(req, inputs.map(bytesOf));
-      return decode(r.meta, views(r.buffers));
+      return decodeNative(await addon.executeAsync(req, inputs.map(bytesOf)));
     },
     // The addon reads JavaScript memory in place, and its results are ArrayBuffers of their own.
     place: () => undefined,

@@ -6,7 +6,7 @@
  */
 import { call } from './backend.js';
 import { CrossDeviceError } from './errors.js';
-import { Tensor, typedView, type DType, type TypedArray } from './tensor.js';
+import { Tensor, typedView, wireShape, type DType, type TypedArray } from './tensor.js';
 
 function release(handle: number): void {
   call().execute(JSON.stringify({ call: 'release', handle }), []);
@@ -52,16 +52,16 @@ export class GpuTensor {
     return this.#handle === undefined;
   }
 
-  /** The tensor in a request: its handle. `ERR_DISPOSED` after {@link dispose}. */
-  wire(): { gpu: number; dtype: DType; shape: readonly number[] } {
+  /** The JSON text of the tensor in a request: its handle. `ERR_DISPOSED` after {@link dispose}. */
+  wire(): string {
     if (this.#handle === undefined) {
       throw new CrossDeviceError('ERR_DISPOSED', `${this} was disposed: it can no longer be read or reduced`);
     }
-    return { gpu: this.#handle, dtype: this.dtype, shape: this.shape };
+    return `{"gpu":${this.#handle},${wireShape(this)}}`;
   }
 
   private request(): string {
-    return JSON.stringify({ call: 'download', tensor: this.wire() });
+    return `{"call":"download","tensor":${this.wire()}}`;
   }
 
   private host(reply: { meta: any; buffers: ArrayBufferView[] }): Tensor {

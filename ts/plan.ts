@@ -71,7 +71,8 @@ export class Plan {
 
   #request(value: PerDevice, op: ReduceOp): [string, ArrayBufferView[], boolean] {
     const enc = new Encoder();
-    return [JSON.stringify({ call: 'runPlan', plan: this.#spec, op, value: enc.input(value) }), enc.inputs, enc.resident];
+    const v = enc.input(value);
+    return [`{"call":"runPlan","plan":${JSON.stringify(this.#spec)},"op":${JSON.stringify(op) ?? null},"value":${v}}`, enc.inputs, enc.resident];
   }
 
   /** Runs the plan on host devices: `value` has a tensor of `elements` elements on each input device. */

@@ -111,7 +111,9 @@ function checkElements(values: unknown[], dtype: DType): void {
 
 /** Throws unless `shape` is a list of non-negative integers (the core's own message). */
 export function checkShape(shape: readonly number[]): void {
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+  let valid = Array.isArray(shape);
+  for (let i = 0; valid && i < shape.length; i++) valid = Number.isSafeInteger(shape[i]) && shape[i] >= 0;
+  if (!valid) {
     const dims = Array.isArray(shape) ? shape.map((d) => String(d)).join(', ') : String(shape);
     throw new CrossDeviceError('ERR_INVALID_TENSOR', `Shape dimensions must be non-negative integers, got [${dims}]`);
   }
@@ -141,7 +143,9 @@ function fromNumbers(values: unknown[], dtype: DType): TypedArray {
  * A dense host tensor: a TypedArray of elements in row-major order and a shape.
  *
  * Where `data` lives depends on the backend. On the native one it is JavaScript memory: the
- * caller's own array for `tensor()` and `new Tensor()`, a new ArrayBuffer for each result. On
+ * caller's own array for `tensor()` and `new Tensor()`; for results, an ArrayBuffer of its own
+ * for each result larger than 4 KiB, one shared by the smaller results of one call (each in its
+ * own range of it: use `data`, not the whole of `data.buffer`). On
  * the WebAssembly one, results and the tensors `tensor()` makes live in WebAssembly memory while
  * it has room (README: "The WebAssembly backend"), where operations read and write them without
  * copying (a tensor made with `new Tensor()`, or by `tensor()` when there is no room, keeps the
@@ -170,7 +174,8 @@ export class Tensor {
   constructor(data: TypedArray, shape: readonly number[], dtype: DType, device: string = DEFAULT_DEVICE) {
     checkShape(shape);
     this.data = data;
-    this.shape = Object.freeze([...shape]);
+    // A frozen shape (a result's, from the core) cannot change under the tensor: no copy.
+    this.shape = Object.isFrozen(shape) ? shape : Object.freeze([...shape]);
     this.dtype = dtype;
     this.device = device;
   }
@@ -293,13 +298,13 @@ export class IndexedSlices<T extends Tensor | GpuTensor = Tensor> {
     this.denseShape = Object.freeze([...denseShape]);
     this.device = values.device;
     const inputs: ArrayBufferView[] = [];
-    call().execute(JSON.stringify({ call: 'checkValue', value: encodeSlices(this, inputs) }), inputs);
+    call().execute(`{"call":"checkValue","value":${encodeSlices(this, inputs)}}`, inputs);
   }
 
   /** The dense tensor, in host memory: zeros with each row added at its index (duplicate indices sum). */
   densify(): Tensor {
     const inputs: ArrayBufferView[] = [];
-    const reply = call().execute(JSON.stringify({ call: 'densify', value: encodeSlices(this, inputs) }), inputs);
+    const reply = call().execute(`{"call":"densify","value":${encodeSlices(this, inputs)}}`, inputs);
     const d = reply.meta.value.dense;
     return new Tensor(typedView(d.dtype, reply.buffers[d.buf]), d.shape, d.dtype, this.device);
   }
@@ -310,14 +315,32 @@ export class IndexedSlices<T extends Tensor | GpuTensor = Tensor> {
   }
 }
 
-/** The wire form of `t`: its handle for a GPU tensor, else its elements appended to `inputs`. */
-export function encodeTensor(t: Tensor | GpuTensor, inputs: ArrayBufferView[]): object {
+/**
+ * The JSON text of `t` in a request: its handle for a GPU tensor, else its elements appended to
+ * `inputs` and named by their index. Requests are built as text, from parts each tensor keeps
+ * (see {@link wireShape}), because a small op's request is rebuilt at every call.
+ */
+export function encodeTensor(t: Tensor | GpuTensor, inputs: ArrayBufferView[]): string {
   if (t instanceof GpuTensor) return t.wire();
   inputs.push(t.data);
-  return { buf: inputs.length - 1, dtype: t.dtype, shape: t.shape };
+  return `{"buf":${inputs.length - 1},${wireShape(t)}}`;
 }
 
-/** The wire form of slices, host elements appended to `inputs`. */
-export function encodeSlices(s: IndexedSlices<Tensor | GpuTensor>, inputs: ArrayBufferView[]): object {
-  return { sparse: { values: encodeTensor(s.values, inputs), indices: encodeTensor(s.indices, inputs), denseShape: s.denseShape } };
+/** The JSON text of slices in a request, host elements appended to `inputs`. */
+export function encodeSlices(s: IndexedSlices<Tensor | GpuTensor>, inputs: ArrayBufferView[]): string {
+  const values = encodeTensor(s.values, inputs);
+  return `{"sparse":{"values":${values},"indices":${encodeTensor(s.indices, inputs)},"denseShape":${JSON.stringify(s.denseShape)}}}`;
+}
+
+/** `"dtype":…,"shape":[…]` of each tensor, made once (dtype and shape never change). */
+const wireShapes = new WeakMap<Tensor | GpuTensor, string>();
+
+/** The `"dtype":…,"shape":[…]` members of `t`'s wire form. */
+export function wireShape(t: Tensor | GpuTensor): string {
+  let text = wireShapes.get(t);
+  if (text === undefined) {
+    text = `"dtype":${JSON.stringify(t.dtype)},"shape":[${t.shape.join(',')}]`;
+    wireShapes.set(t, text);
+  }
+  return text;
 }

@@ -40,6 +40,11 @@ export class DistributedValues<V extends DeviceValue = DeviceValue> {
 
   /** Keys may be any device spelling; they are canonicalised (later duplicates replace earlier ones). */
   constructor(init: DeviceEntries<V>, keys?: typeof CANONICAL) {
+    if (keys === CANONICAL && Array.isArray(init)) {
+      // Results from the core: [device, value] pairs with canonical keys, taken as they are.
+      this.#index = new Map(init as [string, V][]);
+      return;
+    }
     const entries = entriesOf(init);
     const canonical: string[] =
       keys === CANONICAL
@@ -84,6 +89,33 @@ export class DistributedValues<V extends DeviceValue = DeviceValue> {
   [Symbol.iterator](): IterableIterator<[string, V]> {
     return this.#index.entries();
   }
+}
+
+/** The JSON text of each value's devices, made once (a value's devices never change). */
+const devicesJsons = new WeakMap<DistributedValues, string>();
+
+/** The JSON text of `v.devices` (a request names destinations by it). */
+export function devicesJson(v: DistributedValues): string {
+  let text = devicesJsons.get(v);
+  if (text === undefined) {
+    text = JSON.stringify(v.devices);
+    devicesJsons.set(v, text);
+  }
+  return text;
+}
+
+/** JSON texts of device strings (a request names the same few devices call after call). */
+const deviceJsons = new Map<string, string>();
+
+/** The JSON text of the device string `d`. */
+export function deviceJson(d: string): string {
+  let text = deviceJsons.get(d);
+  if (text === undefined) {
+    if (deviceJsons.size >= 1024) deviceJsons.clear();
+    text = JSON.stringify(d);
+    deviceJsons.set(d, text);
+  }
+  return text;
 }
 
 /** Unsynchronised values, one per device: the input of a reduction. */

@@ -5,7 +5,7 @@
 
 use crate::error::{fail, ErrorCode, Result};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::memo::Memo;
 use std::fmt;
 
 /// A partially specified device: every field may be unset, as in TensorFlow's `DeviceSpec`.
@@ -118,7 +118,7 @@ const REMEMBERED: usize = 1024;
 
 thread_local! {
     /// Canonical forms of the devices canonicalised without a default, on this thread.
-    static CANONICAL: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    static CANONICAL: RefCell<Memo<String>> = RefCell::new(Memo::new(REMEMBERED));
 }
 
 /// The fully specified form of `device`, completing unset fields from `default` and then from
@@ -131,17 +131,11 @@ pub fn canonicalize(device: &str, default: Option<&str>) -> Result<String> {
     if default.is_some_and(|d| !d.is_empty()) {
         return canonicalize_uncached(device, default);
     }
-    if let Some(known) = CANONICAL.with(|c| c.borrow().get(device).cloned()) {
+    if let Some(known) = CANONICAL.with(|c| c.borrow().get(device)) {
         return Ok(known);
     }
     let canonical = canonicalize_uncached(device, None)?;
-    CANONICAL.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= REMEMBERED {
-            c.clear();
-        }
-        c.insert(device.to_string(), canonical.clone());
-    });
+    CANONICAL.with(|c| c.borrow_mut().insert(device, canonical.clone(), 1));
     Ok(canonical)
 }
 

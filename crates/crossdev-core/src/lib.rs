@@ -13,6 +13,7 @@ pub mod group;
 pub mod indexed_slices;
 pub mod kernels;
 pub mod log;
+pub mod memo;
 pub mod ops;
 pub mod pack;
 pub mod plan;

@@ -95,8 +95,10 @@ impl<V> DeviceMap<V> {
     }
 }
 
-/// Where a result should live, as a caller may name it (SPEC §5.1).
-#[derive(Clone, Debug, PartialEq)]
+/// Where a result should live, as a caller may name it (SPEC §5.1). Requests carry it as it is
+/// (`{"values": […]}`, `{"device": "…"}`, …).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Destinations {
     /// The devices of a `PerDevice` or `Mirrored` value (always non-empty as an argument, even
     /// when it has no device, like TensorFlow's objects without truthiness).

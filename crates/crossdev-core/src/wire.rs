@@ -11,6 +11,7 @@
 //! to and from the GPU, free them and count them.
 
 use crate::device::{canonicalize, resolve};
+use crate::memo::Memo;
 use crate::dtype::DType;
 use crate::error::{fail, CrossDeviceError, ErrorCode, Result};
 use crate::indexed_slices::IndexedSlices;
@@ -36,15 +37,14 @@ use crate::tensor::{Buffer, Tensor};
 use crate::values::{normalize_pairs, Destinations, Input, Mirrored, PerDevice, RawPair, Value};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 #[derive(Deserialize)]
 #[serde(tag = "call", rename_all = "camelCase", rename_all_fields = "camelCase")]
 enum Request {
-    Reduce { ops: OpsW, op: String, value: InputW, destinations: DestW },
+    Reduce { ops: OpsW, op: String, value: InputW, destinations: Destinations },
     BatchReduce { ops: OpsW, op: String, pairs: Option<Vec<PairW>> },
-    Broadcast { ops: OpsW, value: ValueW, destinations: DestW },
+    Broadcast { ops: OpsW, value: ValueW, destinations: Destinations },
     CheckOps { ops: OpsW },
     CheckTensor { tensor: TensorW },
     CheckValue { value: ValueW },
@@ -266,20 +266,10 @@ enum InputW {
     Other(String),
 }
 
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum DestW {
-    Values(Vec<String>),
-    Variable(String),
-    Device(String),
-    Devices(Vec<String>),
-    Invalid(String),
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum PairW {
-    Pair(InputW, DestW),
+    Pair(InputW, Destinations),
     Arity(usize),
     NotTuple,
 }
@@ -408,39 +398,29 @@ impl<'a> Decoder<'a> {
     }
 }
 
-fn destinations(d: DestW) -> Destinations {
-    match d {
-        DestW::Values(ds) => Destinations::Values(ds),
-        DestW::Variable(d) => Destinations::Variable(d),
-        DestW::Device(d) => Destinations::Device(d),
-        DestW::Devices(ds) => Destinations::Devices(ds),
-        DestW::Invalid(t) => Destinations::Invalid(t),
-    }
-}
-
-fn build_ops(ops: OpsW) -> Result<Box<dyn CrossDeviceOps>> {
-    match ops {
-        OpsW::ReductionToOneDevice { reduce_to_device, accumulation } => {
+fn build_ops(ops: &OpsW) -> Result<Box<dyn CrossDeviceOps>> {
+    match *ops {
+        OpsW::ReductionToOneDevice { ref reduce_to_device, ref accumulation } => {
             let acc = Accumulation::parse(accumulation.as_deref().unwrap_or("add_n"))?;
             Ok(Box::new(ReductionToOneDevice::new(reduce_to_device.as_deref(), acc)?))
         }
-        OpsW::AllReduce { algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => Ok(Box::new(AllReduce {
-            algorithm: AllReduceAlgorithm::parse(&algorithm)?,
+        OpsW::AllReduce { ref algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => Ok(Box::new(AllReduce {
+            algorithm: AllReduceAlgorithm::parse(algorithm)?,
             packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
         })),
         OpsW::MultiWorkerAllReduce {
-            worker_devices,
+            ref worker_devices,
             num_gpus_per_worker,
-            all_reduce_spec,
+            ref all_reduce_spec,
             num_packs,
             agg_small_grads_max_bytes,
             agg_small_grads_max_group,
             timeout_seconds,
         } => Ok(Box::new(
             MultiWorkerAllReduce::new(
-                worker_devices,
+                worker_devices.clone(),
                 num_gpus_per_worker,
-                parse_spec(&RawSpec::from_json(&all_reduce_spec))?,
+                parse_spec(&RawSpec::from_json(all_reduce_spec))?,
                 Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
             )?
             .with_timeout(timeout(timeout_seconds)?),
@@ -545,43 +525,26 @@ impl Encoder {
     }
 }
 
-/// Parsed requests by their text, per thread (see [`parse`]), holding at most
-/// [`PARSED_BYTES`] of request text.
-#[derive(Default)]
-struct ParseCache {
-    requests: HashMap<Box<str>, Rc<Request>>,
-    bytes: usize,
-}
-
-/// The most request text [`ParseCache`] holds; past it, it starts over.
+/// The most request text [`parse`] remembers per thread; past it, it starts over.
 const PARSED_BYTES: usize = 4 << 20;
 
 thread_local! {
-    static PARSED: RefCell<ParseCache> = RefCell::new(ParseCache::default());
+    static PARSED: RefCell<Memo<Rc<Request>>> = RefCell::new(Memo::new(PARSED_BYTES));
 }
 
-/// `text` parsed, from this thread's cache when it was parsed before. Training loops send
+/// `text` parsed, from this thread's memo when it was parsed before. Training loops send
 /// byte-identical requests step after step (the JSON carries only devices, dtypes, shapes and
 /// buffer indices; the elements travel in the input buffers), and parsing one costs more than a
-/// small reduction. A parse depends on the text alone, so the cache is always right; requests
+/// small reduction. A parse depends on the text alone, so the memo is always right; requests
 /// that fail to parse are not kept.
 fn parse(text: &str) -> Result<Rc<Request>> {
-    if let Some(request) = PARSED.with(|c| c.borrow().requests.get(text).cloned()) {
+    if let Some(request) = PARSED.with(|c| c.borrow().get(text)) {
         return Ok(request);
     }
     let request: Rc<Request> = Rc::new(
         serde_json::from_str(text).map_err(|e| CrossDeviceError::new(ErrorCode::Protocol, format!("bad request: {e}")))?,
     );
-    if text.len() <= PARSED_BYTES {
-        PARSED.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.bytes + text.len() > PARSED_BYTES {
-                *c = ParseCache::default();
-            }
-            c.bytes += text.len();
-            c.requests.insert(text.into(), request.clone());
-        });
-    }
+    PARSED.with(|c| c.borrow_mut().insert(text, request.clone(), text.len()));
     Ok(request)
 }
 
@@ -591,23 +554,22 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
     Ok(match &*request {
         Request::Reduce { ops, op, value, destinations: d } => {
             // Arguments are checked in TensorFlow's order: the value, the destinations, the op.
-            let ops = build_ops(ops.clone())?;
+            let ops = build_ops(ops)?;
             let value = dec.input(value)?.into_per_device()?;
-            let d = destinations(d.clone());
             d.validate()?;
-            let m = ops.reduce(ReduceOp::parse(&op)?, Input::PerDevice(value), &d)?;
+            let m = ops.reduce(ReduceOp::parse(&op)?, Input::PerDevice(value), d)?;
             enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
         Request::BatchReduce { ops, op, pairs } => {
-            let ops = build_ops(ops.clone())?;
+            let ops = build_ops(ops)?;
             let raw = pairs
                 .as_ref()
                 .map(|ps| {
                     ps.iter()
                         .map(|p| {
                             Ok(match p {
-                                PairW::Pair(i, d) => RawPair::Pair(dec.input(i)?, destinations(d.clone())),
+                                PairW::Pair(i, d) => RawPair::Pair(dec.input(i)?, d.clone()),
                                 PairW::Arity(n) => RawPair::Arity(*n),
                                 PairW::NotTuple => RawPair::NotTuple,
                             })
@@ -624,11 +586,11 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             ResponseW::Results(results.into_iter().map(|m| enc.mirrored(m)).collect::<Result<_>>()?)
         }
         Request::Broadcast { ops, value, destinations: d } => {
-            let m = build_ops(ops.clone())?.broadcast(&dec.value(value)?, &destinations(d.clone()))?;
+            let m = build_ops(ops)?.broadcast(&dec.value(value)?, d)?;
             enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
-        Request::CheckOps { ops } => build_ops(ops.clone()).map(|_| ResponseW::Ok)?,
+        Request::CheckOps { ops } => build_ops(ops).map(|_| ResponseW::Ok)?,
         Request::CheckTensor { tensor } => dec.tensor(&tensor).map(|_| ResponseW::Ok)?,
         Request::CheckValue { value } => dec.value(&value).map(|_| ResponseW::Ok)?,
         Request::Canonicalize { device, default } => {
@@ -769,8 +731,8 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
 /// errors, including caught panics, become `{"error": …}` responses.
 pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
     let mut enc = Encoder::default();
-    // `"debug": true` anywhere at the top level asks for the diagnostics of `crate::log`.
-    let debug = request.contains("\"debug\":true");
+    // A request that ends with the member `"debug":true` asks for the diagnostics of `crate::log`.
+    let debug = request.ends_with(",\"debug\":true}");
     let (outcome, lines) = crate::log::capture(debug, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(request, inputs, &mut enc)))
     });
@@ -792,7 +754,10 @@ pub fn execute(request: &str, inputs: &[&[u8]]) -> Response {
         }
         ResponseW::Error { code: e.code.as_str(), message: e.message }
     });
-    let mut meta = serde_json::to_string(&response).expect("responses serialise");
+    // Sized for a typical small op's metadata, so that writing it does not grow the text.
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, &response).expect("responses serialise");
+    let mut meta = String::from_utf8(bytes).expect("serde_json writes UTF-8");
     // The diagnostics join an object response as its "log" member.
     if !lines.is_empty() && meta.ends_with('}') {
         meta.pop();

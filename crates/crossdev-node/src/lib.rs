@@ -14,6 +14,7 @@ use crossdev_cuda::resident::GpuStore;
 use napi::bindgen_prelude::*;
 use napi::check_status;
 use std::ffi::c_void;
+use std::fmt::Write;
 use std::sync::{Arc, Once};
 use napi_derive::napi;
 
@@ -24,15 +25,29 @@ use napi_derive::napi;
 #[global_allocator]
 static ALLOCATOR: PoolAllocator = PoolAllocator::new();
 
-/// A result buffer on its way to JavaScript: an external `ArrayBuffer` over the Rust allocation
-/// (no copy), whose size is reported to V8 so that its garbage collector knows what it holds and
-/// frees dropped results promptly (which returns their memory to the pool for the next call).
-/// Buffers of at most [`COPY_BYTES`] are copied into a plain `ArrayBuffer` instead.
-pub struct OutBuffer(Buffer<'static>);
+/// Result buffers on their way to JavaScript, as the `ArrayBuffer`s that hold them (the
+/// response's `buffers`; its metadata's `spans` says where each result lies when they are not
+/// one per buffer):
+/// - a result larger than [`COPY_BYTES`] becomes an external `ArrayBuffer` over its Rust
+///   allocation (no copy), whose size is reported to V8 so that its garbage collector knows what
+///   it holds and frees dropped results promptly (which returns their memory to the pool);
+/// - the results of at most [`COPY_BYTES`] are copied together into one plain `ArrayBuffer`:
+///   each `ArrayBuffer` costs V8 an allocation on the calling thread and a free on another, more
+///   than copying that many bytes, and a small op's results are often all small.
+pub enum OutBuffer {
+    /// One large result, handed over as it is.
+    Own(Buffer<'static>),
+    /// Small results, copied one after another at [`ALIGN`]ed offsets.
+    Packed(Vec<Buffer<'static>>),
+}
 
 /// Results up to this size are copied: an external `ArrayBuffer` (a finalizer, a global handle
 /// and the external-memory accounting, each way) costs more than copying this many bytes.
 const COPY_BYTES: usize = 4096;
+
+/// Where packed results start: a multiple of every element size, so that each can be viewed as
+/// its TypedArray.
+const ALIGN: usize = 8;
 
 impl TypeName for OutBuffer {
     fn type_name() -> &'static str {
@@ -52,25 +67,30 @@ unsafe extern "C" fn release(env: sys::napi_env, _data: *mut c_void, hint: *mut 
     unsafe { sys::napi_adjust_external_memory(env, -len, &mut adjusted) };
 }
 
-/// A new `ArrayBuffer` holding a copy of `buffer`'s bytes.
-unsafe fn copied(env: sys::napi_env, buffer: &Buffer) -> Result<sys::napi_value> {
-    let bytes = buffer.as_bytes();
+/// A new `ArrayBuffer` holding `parts` one after another, each at an [`ALIGN`]ed offset.
+unsafe fn copied<'b>(env: sys::napi_env, parts: impl Iterator<Item = &'b [u8]> + Clone) -> Result<sys::napi_value> {
+    let len = parts.clone().fold(0usize, |end, p| end.next_multiple_of(ALIGN) + p.len());
     let (mut out, mut data) = (std::ptr::null_mut(), std::ptr::null_mut());
-    check_status!(unsafe { sys::napi_create_arraybuffer(env, bytes.len(), &mut data, &mut out) }, "cannot create an ArrayBuffer")?;
-    if !bytes.is_empty() {
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data as *mut u8, bytes.len()) };
+    check_status!(unsafe { sys::napi_create_arraybuffer(env, len, &mut data, &mut out) }, "cannot create an ArrayBuffer")?;
+    let mut at = 0usize;
+    for p in parts {
+        at = at.next_multiple_of(ALIGN);
+        // SAFETY: `data` holds `len` bytes, and the parts fit in it at these offsets (see `len`).
+        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), (data as *mut u8).add(at), p.len()) };
+        at += p.len();
     }
     Ok(out)
 }
 
 impl ToNapiValue for OutBuffer {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let (ptr, len) = (val.0.as_bytes().as_ptr(), val.0.as_bytes().len());
-        if len <= COPY_BYTES {
-            return unsafe { copied(env, &val.0) };
-        }
+        let own = match val {
+            OutBuffer::Packed(parts) => return unsafe { copied(env, parts.iter().map(Buffer::as_bytes)) },
+            OutBuffer::Own(own) => own,
+        };
+        let (ptr, len) = (own.as_bytes().as_ptr(), own.as_bytes().len());
         let mut out = std::ptr::null_mut();
-        let hint = Box::into_raw(Box::new(val.0));
+        let hint = Box::into_raw(Box::new(own));
         let status = unsafe {
             sys::napi_create_external_arraybuffer(env, ptr as *mut c_void, len, Some(release), hint as *mut c_void, &mut out)
         };
@@ -81,21 +101,115 @@ impl ToNapiValue for OutBuffer {
         }
         // Hosts that forbid external buffers (a V8 sandbox) get a copy.
         let buffer = unsafe { Box::from_raw(hint) };
-        unsafe { copied(env, &buffer) }
+        unsafe { copied(env, std::iter::once(buffer.as_bytes())) }
     }
 }
 
-/// The answer to a request: JSON metadata and the result buffers it indexes.
-#[napi(object, object_from_js = false)]
+/// The answer to a request, handed to JavaScript as one array `[meta, ...buffers]` (an array
+/// costs less to make than an object with two members): JSON metadata (see
+/// `crossdev_core::wire::Response::meta`), then the `ArrayBuffer`s holding the result buffers it
+/// indexes, large results each in their own and then the small ones together. When results were
+/// packed together, the metadata's `spans` member lists `[arrayBuffer, byteOffset, byteLength]` of
+/// each result buffer, flattened; without it, result buffer `i` is the `i`th `ArrayBuffer`.
 pub struct Response {
-    /// JSON metadata (see `crossdev_core::wire::Response::meta`).
-    pub meta: String,
-    /// Result buffers.
-    pub buffers: Vec<OutBuffer>,
+    meta: String,
+    buffers: Vec<OutBuffer>,
+}
+
+impl TypeName for Response {
+    fn type_name() -> &'static str {
+        "Response"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Response {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let mut out = std::ptr::null_mut();
+        check_status!(unsafe { sys::napi_create_array_with_length(env, val.buffers.len() + 1, &mut out) }, "cannot create an array")?;
+        let mut meta = std::ptr::null_mut();
+        // ASCII (the usual metadata) is Latin-1 as it is: V8 takes it without decoding UTF-8.
+        let status = if val.meta.is_ascii() {
+            unsafe { sys::napi_create_string_latin1(env, val.meta.as_ptr().cast(), val.meta.len() as isize, &mut meta) }
+        } else {
+            unsafe { sys::napi_create_string_utf8(env, val.meta.as_ptr().cast(), val.meta.len() as isize, &mut meta) }
+        };
+        check_status!(status, "cannot create a string")?;
+        check_status!(unsafe { sys::napi_set_element(env, out, 0, meta) }, "cannot fill an array")?;
+        for (i, b) in val.buffers.into_iter().enumerate() {
+            let b = unsafe { OutBuffer::to_napi_value(env, b) }?;
+            check_status!(unsafe { sys::napi_set_element(env, out, i as u32 + 1, b) }, "cannot fill an array")?;
+        }
+        Ok(out)
+    }
+}
+
+/// The bytes of a TypedArray of any element type, read where they are (for a synchronous call).
+pub struct Bytes<'a>(&'a [u8]);
+
+impl TypeName for Bytes<'_> {
+    fn type_name() -> &'static str {
+        "TypedArray"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl FromNapiValue for Bytes<'_> {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let (mut kind, mut length, mut data, mut buffer, mut offset) = (0, 0, std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        check_status!(
+            unsafe { sys::napi_get_typedarray_info(env, value, &mut kind, &mut length, &mut data, &mut buffer, &mut offset) },
+            "an input is not a TypedArray"
+        )?;
+        // Element sizes of napi_typedarray_type: (u)int8 and clamped, (u)int16, (u)int32 and
+        // float32, float64 and (u)bigint64.
+        let size = match kind {
+            0..=2 => 1,
+            3 | 4 => 2,
+            5..=7 => 4,
+            8..=10 => 8,
+            _ => return Err(napi::Error::from_reason(format!("unsupported TypedArray type {kind}"))),
+        };
+        // SAFETY: V8 keeps the TypedArray's memory, `length` elements at `data`, for the call.
+        Ok(Bytes(if length == 0 { &[] } else { unsafe { std::slice::from_raw_parts(data as *const u8, length * size) } }))
+    }
 }
 
 fn respond(r: wire::Response) -> Response {
-    Response { meta: r.meta, buffers: r.buffers.into_iter().map(OutBuffer).collect() }
+    let wire::Response { mut meta, buffers } = r;
+    let small = buffers.iter().filter(|b| b.as_bytes().len() <= COPY_BYTES).count();
+    // Every response with buffers is a JSON object, which takes a `spans` member.
+    if small == 0 || !meta.ends_with('}') {
+        return Response { meta, buffers: buffers.into_iter().map(OutBuffer::Own).collect() };
+    }
+    // Large results keep their order and come first; the small ones share the last buffer.
+    let owned = buffers.len() - small;
+    let (mut spans, mut at, mut large) = (String::with_capacity(buffers.len() * 12), 0usize, 0);
+    let mut out = Vec::with_capacity(owned + 1);
+    let mut packed = Vec::with_capacity(small);
+    for b in buffers {
+        let len = b.as_bytes().len();
+        let span = if len <= COPY_BYTES {
+            at = at.next_multiple_of(ALIGN);
+            packed.push(b);
+            at += len;
+            (owned, at - len)
+        } else {
+            out.push(OutBuffer::Own(b));
+            large += 1;
+            (large - 1, 0)
+        };
+        let sep = if spans.is_empty() { "" } else { "," };
+        write!(spans, "{sep}{},{},{len}", span.0, span.1).expect("writing to a String");
+    }
+    out.push(OutBuffer::Packed(packed));
+    meta.pop();
+    write!(meta, ",\"spans\":[{spans}]}}").expect("writing to a String");
+    Response { meta, buffers: out }
 }
 
 fn run(request: &str, inputs: &[&[u8]]) -> wire::Response {
@@ -106,8 +220,9 @@ fn run(request: &str, inputs: &[&[u8]]) -> wire::Response {
 
 /// Runs a request on the calling thread. The inputs are read where they are, for the call only
 /// (JavaScript does not run meanwhile), so they need no references of their own.
-#[napi]
-pub fn execute(request: String, inputs: Vec<&[u8]>) -> Response {
+#[napi(ts_return_type = "[string, ...ArrayBuffer[]]")]
+pub fn execute(request: String, #[napi(ts_arg_type = "ArrayBufferView[]")] inputs: Vec<Bytes>) -> Response {
+    let inputs: Vec<&[u8]> = inputs.iter().map(|b| b.0).collect();
     respond(run(&request, &inputs))
 }
 
@@ -132,7 +247,7 @@ impl Task for ExecuteTask {
 }
 
 /// Runs a request off the JavaScript thread; the Promise resolves with its response.
-#[napi(ts_return_type = "Promise<Response>")]
+#[napi(ts_return_type = "Promise<[string, ...ArrayBuffer[]]>")]
 pub fn execute_async(request: String, inputs: Vec<Uint8Array>) -> AsyncTask<ExecuteTask> {
     AsyncTask::new(ExecuteTask { request, inputs })
 }
