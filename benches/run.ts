@@ -28,7 +28,7 @@ const HELP = `npm run bench -- [options]: crossdev against the memory-copy bound
   --devices N      devices for reduce and resnet50 (default 8)
   --warmup N, --min-iters N, --min-time S
                    untimed calls, then at least N calls and S seconds per measurement
-                   (defaults 3, 10, 1; resnet50 at least 5 calls; overhead 20000 sync, 5000 async calls)
+                   (defaults 3, 10, 1; resnet50 at least 11 calls; overhead 20000 sync, 5000 async calls)
   --quick          a quick look: sizes 4KB,1MB,16MB, short timings; results not saved
   --save, --no-save  write benches/results/<case>.json and BENCHMARKS.md (default: save unless --quick)
   --torch          install PyTorch's CPU wheel into .tools/torch when python cannot import torch
@@ -97,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
   for (const c of cases) {
     if (c === 'reduce') finish(c, await reduceCase({ devices, sizes, timing, impls, torchSkip }));
     if (c === 'resnet50') {
-      const t = { ...timing, minIters: integer(flags, 'min-iters', 1, 1e6, quick ? 2 : 5) };
+      const t = { ...timing, minIters: integer(flags, 'min-iters', 1, 1e6, quick ? 2 : 11) };
       finish(c, await resnetCase({ devices, timing: t, impls, packing: DEFAULT_PACKING, model: model ? pathToFileURL(model) : MODEL }));
     }
     if (c === 'overhead') {
