@@ -115,6 +115,25 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
   t.true(wasmBytes() <= at100 + (64 << 20), `memory ${at100} bytes after 100 calls, ${wasmBytes()} after 1000`);
 });
 
+(B === 'native' ? test.serial : test.serial.skip)(`[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_NATIVE_HELD_BYTES: later results are copied`, async (t) => {
+  await yieldToEventLoop();
+  const limit = 32 << 20;
+  process.env.CROSSDEV_NATIVE_HELD_BYTES = String(limit);
+  try {
+    const pd = value(1 << 18, 5);
+    const start = process.memoryUsage().rss;
+    let last = ops.reduceSync(ReduceOp.SUM, pd, pd);
+    for (let i = 0; i < 300; i++) last = ops.reduceSync(ReduceOp.SUM, pd, pd);
+    const grown = process.memoryUsage().rss - start;
+    // Unbounded, the 600 MB of dropped results would all still be held (measured: 633 MB).
+    t.true(grown <= limit + (128 << 20), `the process grew by ${grown} bytes`);
+    const want = reduceReference('float32', 'SUM', pd.values.map((v) => (v as Tensor).data as Data));
+    for (const v of last.values) t.is(firstDifference('float32', (v as Tensor).data as Data, want), -1);
+  } finally {
+    delete process.env.CROSSDEV_NATIVE_HELD_BYTES;
+  }
+});
+
 (B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_WASM_HELD_BYTES: later results are copied out`, (t) => {
   const limit = 32 << 20;
   process.env.CROSSDEV_WASM_HELD_BYTES = String(limit);

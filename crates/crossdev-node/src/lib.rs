@@ -1,7 +1,8 @@
 //! Node.js bindings of crossdev-core. Two functions, both speaking [`crossdev_core::wire`]:
 //! `execute` runs on the calling thread, `executeAsync` on libuv's pool and returns a Promise.
 //! Input TypedArrays are read in place (no copy); results are handed to JavaScript as external
-//! ArrayBuffers over the Rust allocations (no copy), small ones as copies (see [`OutBuffer`]).
+//! ArrayBuffers over the Rust allocations (no copy), small ones as copies (see [`OutBuffer`]),
+//! and large ones as copies too while dropped results await their finalizers (see [`HELD`]).
 //! Panics never cross into Node: the core catches them and answers with an `ERR_INTERNAL` error.
 //! GPU tensors live in crossdev-cuda's [`GpuStore`], installed as the core's resident store
 //! before the first request (it touches CUDA only when a GPU tensor is made, after probing for
@@ -15,6 +16,7 @@ use napi::bindgen_prelude::*;
 use napi::check_status;
 use std::ffi::c_void;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use napi_derive::napi;
 
@@ -58,13 +60,27 @@ impl TypeName for OutBuffer {
     }
 }
 
+/// Bytes of the results handed out as external `ArrayBuffer`s whose finalizers have not run.
+///
+/// Node runs those finalizers only once the event loop turns, so a loop of synchronous calls
+/// that never yields would keep every result it dropped. Past [`held_limit`] bytes, results are
+/// copied into `ArrayBuffer`s of V8's own instead, which its garbage collector frees without
+/// waiting for the event loop: memory stays bounded, at the price of a copy.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// `CROSSDEV_NATIVE_HELD_BYTES` (default 2 GiB): the bound on [`HELD`], read at each large result.
+fn held_limit() -> usize {
+    std::env::var("CROSSDEV_NATIVE_HELD_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 30)
+}
+
 unsafe extern "C" fn release(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
     // SAFETY: `hint` is the Box leaked in `to_napi_value`, released exactly once, here.
     let buffer = unsafe { Box::from_raw(hint as *mut Buffer<'static>) };
-    let len = buffer.as_bytes().len() as i64;
+    let len = buffer.as_bytes().len();
     drop(buffer);
+    HELD.fetch_sub(len, Ordering::Relaxed);
     let mut adjusted = 0;
-    unsafe { sys::napi_adjust_external_memory(env, -len, &mut adjusted) };
+    unsafe { sys::napi_adjust_external_memory(env, -(len as i64), &mut adjusted) };
 }
 
 /// A new `ArrayBuffer` holding `parts` one after another, each at an [`ALIGN`]ed offset.
@@ -89,12 +105,16 @@ impl ToNapiValue for OutBuffer {
             OutBuffer::Own(own) => own,
         };
         let (ptr, len) = (own.as_bytes().as_ptr(), own.as_bytes().len());
+        if HELD.load(Ordering::Relaxed) + len > held_limit() {
+            return unsafe { copied(env, std::iter::once(own.as_bytes())) };
+        }
         let mut out = std::ptr::null_mut();
         let hint = Box::into_raw(Box::new(own));
         let status = unsafe {
             sys::napi_create_external_arraybuffer(env, ptr as *mut c_void, len, Some(release), hint as *mut c_void, &mut out)
         };
         if status == sys::Status::napi_ok {
+            HELD.fetch_add(len, Ordering::Relaxed);
             let mut adjusted = 0;
             unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut adjusted) };
             return Ok(out);

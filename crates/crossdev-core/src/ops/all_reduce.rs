@@ -139,8 +139,14 @@ pub(crate) fn run_across(plan: &Plan, op: ReduceOp, across: &[&Tensor]) -> Resul
 /// One Mirrored per variable from `reduced[device][variable]`, each labelled with its device.
 pub(crate) fn ungroup(devices: &[String], reduced: Vec<Vec<Tensor<'static>>>) -> Result<Vec<Mirrored<Value<'static>>>> {
     let count = reduced.first().map_or(0, Vec::len);
+    // The tensors move into their Mirrored values: no result is copied.
+    let mut per_device: Vec<_> = reduced.into_iter().map(Vec::into_iter).collect();
     (0..count)
-        .map(|i| Mirrored::new(devices.iter().zip(&reduced).map(|(d, per)| (d.clone(), Value::Dense(per[i].clone())))))
+        .map(|_| {
+            Mirrored::new(devices.iter().zip(per_device.iter_mut()).map(|(d, per)| {
+                (d.clone(), Value::Dense(per.next().expect("every device has a result per variable")))
+            }))
+        })
         .collect()
 }
 
