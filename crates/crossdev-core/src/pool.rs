@@ -2,7 +2,7 @@
 //!
 //! Results of a reduction are new buffers; fresh memory from the OS costs a page fault (and a
 //! zero-fill) per 4 KiB page the first time it is written, which on large tensors costs more
-//! than the reduction itself. [`PoolAllocator`] keeps freed blocks of at least 64 KiB (up to a
+//! than the reduction itself. [`PoolAllocator`] keeps freed blocks larger than 4 KiB (up to a
 //! budget, `CROSSDEV_POOL_BYTES`, default 2 GiB) and hands them out again for allocations of the
 //! same size, evicting the oldest blocks when the budget is full. Smaller allocations go straight
 //! to the system allocator. (Transparent huge pages were tried and dropped: with
@@ -14,15 +14,80 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Blocks below this size are not pooled. Above glibc's mmap threshold (128 KiB at first) every
-/// allocation is fresh pages; ResNet-50 has 27 gradients between 128 KiB and 1 MiB (17 MB per
-/// device), whose results, page-faulted anew each step, made its gradient list 10% slower to
-/// reduce than one flat tensor of the same bytes.
-const MIN_POOLED: usize = 64 << 10;
+/// Blocks below this size are not pooled: those up to 4 KiB are copied into JavaScript memory
+/// by the native addon (and freed at once). Larger ones, allocated fresh, cost page faults when
+/// the system allocator has returned their memory in between: glibc maps blocks above its mmap
+/// threshold (128 KiB at first) anew each time, and trims what a thread's arena frees, which the
+/// results that JavaScript frees on its own thread keep doing to the pool threads' arenas.
+/// ResNet-50's 161 gradients, whose results were mostly below the former 1 MiB bound, took 10%
+/// longer to reduce than one flat tensor of the same bytes for that alone.
+const MIN_POOLED: usize = 4097;
+
+/// Freed blocks as `(address, size, align)`, oldest first. Its own memory comes from the system
+/// allocator directly: growing it through the global allocator, while it is locked, would
+/// re-enter the pool.
+struct FreeList {
+    entries: *mut (usize, usize, usize),
+    len: usize,
+    cap: usize,
+}
+
+// SAFETY: the list owns its storage; it is only used behind the pool's Mutex.
+unsafe impl Send for FreeList {}
+
+impl FreeList {
+    const fn new() -> FreeList {
+        FreeList { entries: std::ptr::null_mut(), len: 0, cap: 0 }
+    }
+
+    fn as_slice(&self) -> &[(usize, usize, usize)] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `entries` holds `len` initialised entries.
+        unsafe { std::slice::from_raw_parts(self.entries, self.len) }
+    }
+
+    /// Appends a block; `false` when the list could not grow (the caller frees the block instead).
+    fn push(&mut self, entry: (usize, usize, usize)) -> bool {
+        if self.len == self.cap {
+            let cap = (self.cap * 2).max(256);
+            let layout = |n: usize| Layout::array::<(usize, usize, usize)>(n).expect("a small array");
+            // SAFETY: the old storage was allocated by `System` with `layout(self.cap)`.
+            let grown = unsafe {
+                if self.cap == 0 {
+                    System.alloc(layout(cap))
+                } else {
+                    System.realloc(self.entries.cast(), layout(self.cap), layout(cap).size())
+                }
+            };
+            if grown.is_null() {
+                return false;
+            }
+            self.entries = grown.cast();
+            self.cap = cap;
+        }
+        // SAFETY: `len < cap`.
+        unsafe { self.entries.add(self.len).write(entry) };
+        self.len += 1;
+        true
+    }
+
+    /// Removes entry `i`, keeping the others in order.
+    fn remove(&mut self, i: usize) -> (usize, usize, usize) {
+        // SAFETY: `i < len`; the tail moves down by one within the storage.
+        unsafe {
+            let entry = self.entries.add(i).read();
+            std::ptr::copy(self.entries.add(i + 1), self.entries.add(i), self.len - i - 1);
+            self.len -= 1;
+            entry
+        }
+    }
+}
 
 /// See the module documentation.
 pub struct PoolAllocator {
-    free: Mutex<Vec<(usize, usize, usize)>>,
+    free: Mutex<FreeList>,
     held: AtomicUsize,
     budget: AtomicUsize,
 }
@@ -30,7 +95,7 @@ pub struct PoolAllocator {
 impl PoolAllocator {
     /// An empty pool.
     pub const fn new() -> Self {
-        PoolAllocator { free: Mutex::new(Vec::new()), held: AtomicUsize::new(0), budget: AtomicUsize::new(usize::MAX) }
+        PoolAllocator { free: Mutex::new(FreeList::new()), held: AtomicUsize::new(0), budget: AtomicUsize::new(usize::MAX) }
     }
 
     fn budget(&self) -> usize {
@@ -46,8 +111,9 @@ impl PoolAllocator {
 
     fn take(&self, layout: Layout) -> Option<*mut u8> {
         let mut free = self.free.lock().ok()?;
-        let i = free.iter().position(|&(_, size, align)| size == layout.size() && align == layout.align())?;
-        let (ptr, size, _) = free.swap_remove(i);
+        // Newest first: a step asks for the sizes the step before it freed.
+        let i = free.as_slice().iter().rposition(|&(_, size, align)| size == layout.size() && align == layout.align())?;
+        let (ptr, size, _) = free.remove(i);
         self.held.fetch_sub(size, Ordering::Relaxed);
         Some(ptr as *mut u8)
     }
@@ -98,14 +164,23 @@ unsafe impl GlobalAlloc for PoolAllocator {
                 // Keep the newest blocks: evict the oldest until this one fits (sizes in use
                 // change, and blocks of sizes no longer asked for must not hold the budget).
                 let mut held = self.held.load(Ordering::Relaxed);
-                while held + layout.size() > budget && !free.is_empty() {
-                    let (old, size, align) = free.remove(0);
+                let mut evicted = 0;
+                while held + layout.size() > budget && evicted < free.len {
+                    let (old, size, align) = free.as_slice()[evicted];
                     System.dealloc(old as *mut u8, Layout::from_size_align_unchecked(size, align));
                     held -= size;
+                    evicted += 1;
                 }
-                free.push((ptr as usize, layout.size(), layout.align()));
-                self.held.store(held + layout.size(), Ordering::Relaxed);
-                return;
+                if evicted > 0 {
+                    // SAFETY: the first `evicted` entries are freed; the rest move to the front.
+                    std::ptr::copy(free.entries.add(evicted), free.entries, free.len - evicted);
+                    free.len -= evicted;
+                }
+                self.held.store(held, Ordering::Relaxed);
+                if free.push((ptr as usize, layout.size(), layout.align())) {
+                    self.held.store(held + layout.size(), Ordering::Relaxed);
+                    return;
+                }
             }
         }
         System.dealloc(ptr, layout)
