@@ -57,8 +57,10 @@ if (resnet) {
   // Packed rows: some packs, small tensors aggregated, or bytesPerPack (options as resnet50.ts writes them).
   const packs = (options) => /numPacks: [1-9]|aggSmallGradsMaxBytes: [1-9]|bytesPerPack/.test(options);
   const packed = resnet.rows.filter((r) => r.backend === 'native' && r.input === 'list' && r.ofFlat !== undefined && packs(r.options));
-  const b = packed.sort((p, q) => p.ofFlat - q.ofFlat)[0];
-  targets.push(target('ResNet-50 list with packing ≤ 1.15× one flat reduce (native, the best packing)', b?.ofFlat, `${x(b?.ofFlat)} (${b?.op} \`${b?.options}\`)`, (r) => r <= 1.15));
+  // Every packing is held to the target, not only the best one.
+  for (const b of packed) {
+    targets.push(target(`ResNet-50 list with packing ≤ 1.15× the same op's flat reduce (native, ${b.op} \`${b.options}\`)`, b.ofFlat, x(b.ofFlat), (r) => r <= 1.15));
+  }
 }
 if (overhead) {
   const s = overhead.rows.find((r) => r.impl === 'native' && r.call === 'reduceSync');
