@@ -5,7 +5,7 @@
  * running out must be an error that leaves everything as it was. The tests run one at a time:
  * they watch the size of that memory.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createRequire } from 'node:module';
 import { AllReduceCrossDeviceOps, CollectiveAllReduce, CrossDeviceError, type CrossDeviceOps, PerDevice, ReduceOp, ReductionToOneDevice, Tensor, tensor } from '../ts/index.js';
 import { B, anyOverlap, elems } from './helpers.js';
@@ -24,6 +24,15 @@ function value(n: number, seed: number): PerDevice {
 }
 
 const yieldToEventLoop = () => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * A serial test of what only `backend` has (its memory management): registered on that backend,
+ * and on the other one as a skip that says why.
+ */
+function only(backend: 'native' | 'wasm', title: string, body: (t: ExecutionContext) => void | Promise<void>): void {
+  if (B === backend) test.serial(title, body);
+  else test.serial.skip(`${title} (skipped: it tests the ${backend} backend's memory, and this is the ${B} backend)`, () => {});
+}
 
 test.serial(`[${B}] results stay valid and unchanged across later calls, memory growth, and writes to other results`, async (t) => {
   const inputs = value(1000, 1);
@@ -102,7 +111,7 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
   }
 });
 
-(B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] 1000 calls of 1 MB whose results are dropped leave WebAssembly memory bounded`, async (t) => {
+only('wasm', `[${B}] 1000 calls of 1 MB whose results are dropped leave WebAssembly memory bounded`, async (t) => {
   const pd = value(1 << 18, 3);
   let at100 = 0;
   for (let i = 1; i <= 1000; i++) {
@@ -115,7 +124,7 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
   t.true(wasmBytes() <= at100 + (64 << 20), `memory ${at100} bytes after 100 calls, ${wasmBytes()} after 1000`);
 });
 
-(B === 'native' ? test.serial : test.serial.skip)(`[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_NATIVE_HELD_BYTES: later results are copied`, async (t) => {
+only('native', `[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_NATIVE_HELD_BYTES: later results are copied`, async (t) => {
   await yieldToEventLoop();
   const limit = 32 << 20;
   process.env.CROSSDEV_NATIVE_HELD_BYTES = String(limit);
@@ -134,7 +143,7 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
   }
 });
 
-(B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_WASM_HELD_BYTES: later results are copied out`, (t) => {
+only('wasm', `[${B}] a loop of …Sync calls that never yields stays within CROSSDEV_WASM_HELD_BYTES: later results are copied out`, (t) => {
   const limit = 32 << 20;
   process.env.CROSSDEV_WASM_HELD_BYTES = String(limit);
   try {
@@ -155,7 +164,7 @@ test.serial(`[${B}] a reduction large enough to be split over threads equals the
   }
 });
 
-(B === 'wasm' ? test.serial : test.serial.skip)(`[${B}] memory running out (CROSSDEV_WASM_MEMORY_BYTES) is ERR_OUT_OF_MEMORY wherever a call stands: nothing changed, nothing lost, the next call right`, (t) => {
+only('wasm', `[${B}] memory running out (CROSSDEV_WASM_MEMORY_BYTES) is ERR_OUT_OF_MEMORY wherever a call stands: nothing changed, nothing lost, the next call right`, (t) => {
   // 8 devices of 256 KiB, in WebAssembly memory, reduced on the worker threads too; the limit
   // rises 256 KiB at a time, so that calls run out at each of their allocations in turn.
   const n = 1 << 16;
