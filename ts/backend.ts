@@ -55,7 +55,10 @@ let debugging: boolean | undefined;
 
 /** Adds `"debug":true` to a request (a JSON object) when diagnostics are on. */
 function withDebug(request: string): string {
-  debugging ??= ['', '0', undefined].includes(process.env.CROSSDEV_DEBUG) === false;
+  if (debugging === undefined) {
+    const d = process.env.CROSSDEV_DEBUG;
+    debugging = d !== undefined && d !== '' && d !== '0';
+  }
   return debugging ? `${request.slice(0, -1)},"debug":true}` : request;
 }
 

@@ -40,16 +40,13 @@ export class DistributedValues<V extends DeviceValue = DeviceValue> {
 
   /** Keys may be any device spelling; they are canonicalised (later duplicates replace earlier ones). */
   constructor(init: DeviceEntries<V>, keys?: typeof CANONICAL) {
-    if (keys === CANONICAL && Array.isArray(init)) {
+    if (keys === CANONICAL) {
       // Results from the core: [device, value] pairs with canonical keys, taken as they are.
-      this.#index = new Map(init as [string, V][]);
+      this.#index = new Map(Array.isArray(init) ? (init as [string, V][]) : entriesOf(init));
       return;
     }
     const entries = entriesOf(init);
-    const canonical: string[] =
-      keys === CANONICAL
-        ? entries.map(([d]) => d)
-        : call().execute(JSON.stringify({ call: 'canonicalizeAll', devices: entries.map(([d]) => d) }), []).meta.devices;
+    const canonical: string[] = call().execute(JSON.stringify({ call: 'canonicalizeAll', devices: entries.map(([d]) => d) }), []).meta.devices;
     this.#index = new Map();
     entries.forEach(([, v], i) => this.#index.set(canonical[i], v));
   }

@@ -73,6 +73,13 @@ impl FreeList {
         true
     }
 
+    /// Forgets the first `n` entries, keeping the others in order.
+    fn drop_front(&mut self, n: usize) {
+        // SAFETY: `n <= len`; the tail moves to the front within the storage.
+        unsafe { std::ptr::copy(self.entries.add(n), self.entries, self.len - n) };
+        self.len -= n;
+    }
+
     /// Removes entry `i`, keeping the others in order.
     fn remove(&mut self, i: usize) -> (usize, usize, usize) {
         // SAFETY: `i < len`; the tail moves down by one within the storage.
@@ -171,11 +178,7 @@ unsafe impl GlobalAlloc for PoolAllocator {
                     held -= size;
                     evicted += 1;
                 }
-                if evicted > 0 {
-                    // SAFETY: the first `evicted` entries are freed; the rest move to the front.
-                    std::ptr::copy(free.entries.add(evicted), free.entries, free.len - evicted);
-                    free.len -= evicted;
-                }
+                free.drop_front(evicted);
                 self.held.store(held, Ordering::Relaxed);
                 if free.push((ptr as usize, layout.size(), layout.align())) {
                     self.held.store(held + layout.size(), Ordering::Relaxed);

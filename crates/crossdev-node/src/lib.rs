@@ -39,8 +39,9 @@ static ALLOCATOR: PoolAllocator = PoolAllocator::new();
 pub enum OutBuffer {
     /// One large result, handed over as it is.
     Own(Buffer<'static>),
-    /// Small results, copied one after another at [`ALIGN`]ed offsets.
-    Packed(Vec<Buffer<'static>>),
+    /// Small results, copied into one `ArrayBuffer` of the given length, each at its
+    /// ([`ALIGN`]ed) byte offset.
+    Packed(usize, Vec<(usize, Buffer<'static>)>),
 }
 
 /// Results up to this size are copied: an external `ArrayBuffer` (a finalizer, a global handle
@@ -83,17 +84,13 @@ unsafe extern "C" fn release(env: sys::napi_env, _data: *mut c_void, hint: *mut 
     unsafe { sys::napi_adjust_external_memory(env, -(len as i64), &mut adjusted) };
 }
 
-/// A new `ArrayBuffer` holding `parts` one after another, each at an [`ALIGN`]ed offset.
-unsafe fn copied<'b>(env: sys::napi_env, parts: impl Iterator<Item = &'b [u8]> + Clone) -> Result<sys::napi_value> {
-    let len = parts.clone().fold(0usize, |end, p| end.next_multiple_of(ALIGN) + p.len());
+/// A new `ArrayBuffer` of `len` bytes holding each of `parts` at its byte offset.
+unsafe fn copied<'b>(env: sys::napi_env, len: usize, parts: impl Iterator<Item = (usize, &'b [u8])>) -> Result<sys::napi_value> {
     let (mut out, mut data) = (std::ptr::null_mut(), std::ptr::null_mut());
     check_status!(unsafe { sys::napi_create_arraybuffer(env, len, &mut data, &mut out) }, "cannot create an ArrayBuffer")?;
-    let mut at = 0usize;
-    for p in parts {
-        at = at.next_multiple_of(ALIGN);
-        // SAFETY: `data` holds `len` bytes, and the parts fit in it at these offsets (see `len`).
+    for (at, p) in parts {
+        // SAFETY: the caller laid the parts out within `len` bytes.
         unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), (data as *mut u8).add(at), p.len()) };
-        at += p.len();
     }
     Ok(out)
 }
@@ -101,12 +98,12 @@ unsafe fn copied<'b>(env: sys::napi_env, parts: impl Iterator<Item = &'b [u8]> +
 impl ToNapiValue for OutBuffer {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         let own = match val {
-            OutBuffer::Packed(parts) => return unsafe { copied(env, parts.iter().map(Buffer::as_bytes)) },
+            OutBuffer::Packed(len, parts) => return unsafe { copied(env, len, parts.iter().map(|(at, b)| (*at, b.as_bytes()))) },
             OutBuffer::Own(own) => own,
         };
         let (ptr, len) = (own.as_bytes().as_ptr(), own.as_bytes().len());
         if HELD.load(Ordering::Relaxed) + len > held_limit() {
-            return unsafe { copied(env, std::iter::once(own.as_bytes())) };
+            return unsafe { copied(env, len, std::iter::once((0, own.as_bytes()))) };
         }
         let mut out = std::ptr::null_mut();
         let hint = Box::into_raw(Box::new(own));
@@ -121,7 +118,7 @@ impl ToNapiValue for OutBuffer {
         }
         // Hosts that forbid external buffers (a V8 sandbox) get a copy.
         let buffer = unsafe { Box::from_raw(hint) };
-        unsafe { copied(env, std::iter::once(buffer.as_bytes())) }
+        unsafe { copied(env, len, std::iter::once((0, buffer.as_bytes()))) }
     }
 }
 
@@ -207,26 +204,25 @@ fn respond(r: wire::Response) -> Response {
         return Response { meta, buffers: buffers.into_iter().map(OutBuffer::Own).collect() };
     }
     // Large results keep their order and come first; the small ones share the last buffer.
-    let owned = buffers.len() - small;
-    let (mut spans, mut at, mut large) = (String::with_capacity(buffers.len() * 12), 0usize, 0);
-    let mut out = Vec::with_capacity(owned + 1);
+    let shared = buffers.len() - small;
+    let (mut spans, mut end) = (String::with_capacity(buffers.len() * 12), 0usize);
+    let mut out = Vec::with_capacity(shared + 1);
     let mut packed = Vec::with_capacity(small);
     for b in buffers {
         let len = b.as_bytes().len();
-        let span = if len <= COPY_BYTES {
-            at = at.next_multiple_of(ALIGN);
-            packed.push(b);
-            at += len;
-            (owned, at - len)
+        let (buffer, at) = if len <= COPY_BYTES {
+            let at = end.next_multiple_of(ALIGN);
+            end = at + len;
+            packed.push((at, b));
+            (shared, at)
         } else {
             out.push(OutBuffer::Own(b));
-            large += 1;
-            (large - 1, 0)
+            (out.len() - 1, 0)
         };
         let sep = if spans.is_empty() { "" } else { "," };
-        write!(spans, "{sep}{},{},{len}", span.0, span.1).expect("writing to a String");
+        write!(spans, "{sep}{buffer},{at},{len}").expect("writing to a String");
     }
-    out.push(OutBuffer::Packed(packed));
+    out.push(OutBuffer::Packed(end, packed));
     meta.pop();
     write!(meta, ",\"spans\":[{spans}]}}").expect("writing to a String");
     Response { meta, buffers: out }

@@ -101,7 +101,8 @@ impl AggregateSmallTensorPacker {
             .iter()
             .map(|grads| {
                 let mut packs = layout.concat(grads)?;
-                for (pack, pieces) in packs.iter_mut().zip(layout.packs()).skip(ranges.len()) {
+                let singles = ranges.len()..;
+                for (pack, pieces) in packs[singles.clone()].iter_mut().zip(&layout.packs()[singles]) {
                     if let [x] = pieces.as_slice() {
                         pack.shape = grads[x.tensor].shape.clone();
                     }
