@@ -31,8 +31,11 @@ static ALLOCATOR: PoolAllocator = PoolAllocator::new();
 /// response's `buffers`; its metadata's `spans` says where each result lies when they are not
 /// one per buffer):
 /// - a result larger than [`COPY_BYTES`] becomes an external `ArrayBuffer` over its Rust
-///   allocation (no copy), whose size is reported to V8 so that its garbage collector knows what
-///   it holds and frees dropped results promptly (which returns their memory to the pool);
+///   allocation (no copy). V8 counts the bytes of every `ArrayBuffer`'s memory, its own or not,
+///   towards its garbage collections, so dropped results are freed promptly (which returns their
+///   memory to the pool); reporting them again with `napi_adjust_external_memory` counted them
+///   twice, and one report per result ran a full collection every few results of a many-tensor
+///   call;
 /// - the results of at most [`COPY_BYTES`] are copied together into one plain `ArrayBuffer`:
 ///   each `ArrayBuffer` costs V8 an allocation on the calling thread and a free on another, more
 ///   than copying that many bytes, and a small op's results are often all small.
@@ -45,21 +48,12 @@ pub enum OutBuffer {
 }
 
 /// Results up to this size are copied: an external `ArrayBuffer` (a finalizer, a global handle
-/// and the external-memory accounting, each way) costs more than copying this many bytes.
+/// and V8's accounting of its memory, each way) costs more than copying this many bytes.
 const COPY_BYTES: usize = 4096;
 
 /// Where packed results start: a multiple of every element size, so that each can be viewed as
 /// its TypedArray.
 const ALIGN: usize = 8;
-
-impl TypeName for OutBuffer {
-    fn type_name() -> &'static str {
-        "ArrayBuffer"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
 
 /// Bytes of the results handed out as external `ArrayBuffer`s whose finalizers have not run.
 ///
@@ -74,14 +68,12 @@ fn held_limit() -> usize {
     std::env::var("CROSSDEV_NATIVE_HELD_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 30)
 }
 
-unsafe extern "C" fn release(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    // SAFETY: `hint` is the Box leaked in `to_napi_value`, released exactly once, here.
+unsafe extern "C" fn release(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: `hint` is the Box leaked in `into_array_buffer`, released exactly once, here.
     let buffer = unsafe { Box::from_raw(hint as *mut Buffer<'static>) };
     let len = buffer.as_bytes().len();
     drop(buffer);
     HELD.fetch_sub(len, Ordering::Relaxed);
-    let mut adjusted = 0;
-    unsafe { sys::napi_adjust_external_memory(env, -(len as i64), &mut adjusted) };
 }
 
 /// A new `ArrayBuffer` of `len` bytes holding each of `parts` at its byte offset.
@@ -95,9 +87,10 @@ unsafe fn copied<'b>(env: sys::napi_env, len: usize, parts: impl Iterator<Item =
     Ok(out)
 }
 
-impl ToNapiValue for OutBuffer {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let own = match val {
+impl OutBuffer {
+    /// The `ArrayBuffer` of `self`.
+    unsafe fn into_array_buffer(self, env: sys::napi_env) -> Result<sys::napi_value> {
+        let own = match self {
             OutBuffer::Packed(len, parts) => return unsafe { copied(env, len, parts.iter().map(|(at, b)| (*at, b.as_bytes()))) },
             OutBuffer::Own(own) => own,
         };
@@ -112,8 +105,6 @@ impl ToNapiValue for OutBuffer {
         };
         if status == sys::Status::napi_ok {
             HELD.fetch_add(len, Ordering::Relaxed);
-            let mut adjusted = 0;
-            unsafe { sys::napi_adjust_external_memory(env, len as i64, &mut adjusted) };
             return Ok(out);
         }
         // Hosts that forbid external buffers (a V8 sandbox) get a copy.
@@ -156,7 +147,7 @@ impl ToNapiValue for Response {
         check_status!(status, "cannot create a string")?;
         check_status!(unsafe { sys::napi_set_element(env, out, 0, meta) }, "cannot fill an array")?;
         for (i, b) in val.buffers.into_iter().enumerate() {
-            let b = unsafe { OutBuffer::to_napi_value(env, b) }?;
+            let b = unsafe { b.into_array_buffer(env) }?;
             check_status!(unsafe { sys::napi_set_element(env, out, i as u32 + 1, b) }, "cannot fill an array")?;
         }
         Ok(out)
