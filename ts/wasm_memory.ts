@@ -9,8 +9,8 @@
  * every view made of the block keeps alive (through a `WeakMap`). When the last of them has been
  * collected, so has the owner, and a `FinalizationRegistry` frees the block. The owner's size
  * makes V8 count the block as external memory, so that it collects dropped results as promptly
- * as JavaScript buffers of that size (the native addon tells V8 the same through
- * `napi_adjust_external_memory`).
+ * as JavaScript buffers of that size (as V8 counts the native addon's results, which are
+ * `ArrayBuffer`s over the addon's memory).
  *
  * WebAssembly addresses 4 GiB at most, which the blocks held between calls share with each
  * call's working memory (inputs copied in, results, scratch). A call that finds too little left
