@@ -110,7 +110,7 @@ fn algorithms(devs: &[String], two_level: bool) -> Vec<(String, Box<dyn Fn(DType
     let d2 = d.clone();
     all.push(("reduce_to_one".into(), Box::new(move |dt, e, _| build_reduce_to_one(&d2, e, dt))));
     let d2 = d.clone();
-    all.push(("nccl op plan".into(), Box::new(move |dt, e, i| AllReduceAlgorithm::Nccl.plan(&d2, dt, e, i))));
+    all.push(("nccl op plan".into(), Box::new(move |dt, e, i| AllReduceAlgorithm::Nccl.plan(&d2, dt, e, i).map(std::rc::Rc::unwrap_or_clone))));
     if n.is_power_of_two() {
         let d2 = d.clone();
         all.push(("rechd".into(), Box::new(move |dt, e, _| build_recursive_hd_all_reduce(&d2, e, dt))));
@@ -300,7 +300,7 @@ fn collective_bytes_per_pack_equals_concatenated_groups() {
             } else {
                 group_by_size(&reversed.iter().map(|&i| counts[i] * dtype.size()).collect::<Vec<_>>(), bytes_per_pack).into_iter().map(|g| g.into_iter().map(|k| reversed[k]).collect()).collect()
             };
-            let want = concrete(&grads, &Layout::groups(&counts, &groups), &|dt, e, _| AllReduceAlgorithm::Nccl.plan(&devs, dt, e, 0), op).unwrap();
+            let want = concrete(&grads, &Layout::groups(&counts, &groups), &|dt, e, _| AllReduceAlgorithm::Nccl.plan(&devs, dt, e, 0).map(std::rc::Rc::unwrap_or_clone), op).unwrap();
             let got = batch_bytes(&ops, &devs, &grads, op);
             for (d, (w, g)) in want.iter().zip(&got).enumerate() {
                 for (t, (w, g)) in w.iter().zip(g).enumerate() {

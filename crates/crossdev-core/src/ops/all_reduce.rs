@@ -10,10 +10,17 @@ use crate::algo::ring::{ring, ring_permutations};
 use crate::algo::start;
 use crate::error::{fail, ErrorCode, Result};
 use crate::pack::{check_isomorphic, reduce_packs, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout, Pack};
-use crate::plan::{host, Plan};
+use crate::memo::Memo;
+use crate::plan::{host, Plan, Step};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// The weight of the plans [`AllReduceAlgorithm::plan`] remembers per thread (about the bytes of
+/// their steps).
+const PLAN_BYTES: usize = 16 << 20;
 
 /// The all-reduce algorithm of [`AllReduce`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +52,30 @@ impl AllReduceAlgorithm {
         }
     }
 
-    /// The plan reducing pack `index` of `elements` elements over `devices`.
-    pub fn plan(self, devices: &[String], dtype: crate::DType, elements: usize, index: usize) -> Result<Plan> {
+    /// The plan reducing pack `index` of `elements` elements over `devices`, remembered per
+    /// thread: a training loop reduces the same gradients step after step, and building and
+    /// checking a plan for a small pack takes longer than reducing it.
+    pub fn plan(self, devices: &[String], dtype: crate::DType, elements: usize, index: usize) -> Result<Rc<Plan>> {
+        thread_local! {
+            static PLANS: RefCell<Memo<Rc<Plan>>> = RefCell::new(Memo::new(PLAN_BYTES));
+        }
+        // Only hierarchical copy's plans depend on the pack's index (it rotates the roots).
+        let index = if self == AllReduceAlgorithm::HierarchicalCopy { index } else { 0 };
+        let mut key = format!("{}/{}/{elements}/{index}", self.name(), dtype.name());
+        for d in devices {
+            key.push('/');
+            key.push_str(d);
+        }
+        if let Some(plan) = PLANS.with(|m| m.borrow().get(&key)) {
+            return Ok(plan);
+        }
+        let plan = Rc::new(self.build(devices, dtype, elements, index)?);
+        let weight = key.len() + std::mem::size_of::<Step>() * plan.stages.iter().map(Vec::len).sum::<usize>();
+        PLANS.with(|m| m.borrow_mut().insert(&key, plan.clone(), weight));
+        Ok(plan)
+    }
+
+    fn build(self, devices: &[String], dtype: crate::DType, elements: usize, index: usize) -> Result<Plan> {
         let (mut b, srcs) = start(self.name(), devices, dtype, elements)?;
         let n = srcs.len();
         let placed = match self {
@@ -218,5 +247,28 @@ impl CrossDeviceOps for AllReduce {
 
     fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {
         self.dispatch_batch(op, pairs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn plans_are_remembered_per_algorithm_devices_dtype_size_and_root() {
+        let devices: Vec<String> = (0..4).map(|d| format!("/cpu:{d}")).collect();
+        let nccl = |e, i| AllReduceAlgorithm::Nccl.plan(&devices, DType::Float32, e, i).unwrap();
+        let hc = |i| AllReduceAlgorithm::HierarchicalCopy.plan(&devices, DType::Float32, 64, i).unwrap();
+        assert!(Rc::ptr_eq(&nccl(64, 0), &nccl(64, 0)));
+        // NCCL's ring does not depend on the pack's index; hierarchical copy rotates its roots by it.
+        assert!(Rc::ptr_eq(&nccl(64, 0), &nccl(64, 3)));
+        assert!(!Rc::ptr_eq(&hc(0), &hc(1)));
+        assert_ne!(*hc(0), *hc(1));
+        assert_eq!(nccl(65, 0).elements, 65);
+        assert_eq!(AllReduceAlgorithm::Nccl.plan(&devices, DType::Float64, 64, 0).unwrap().dtype, DType::Float64);
+        assert_eq!(AllReduceAlgorithm::Nccl.plan(&devices[..3], DType::Float32, 64, 0).unwrap().inputs, 3);
+        // A remembered plan is the plan the algorithm builds.
+        assert_eq!(*nccl(64, 0), AllReduceAlgorithm::Nccl.build(&devices, DType::Float32, 64, 0).unwrap());
     }
 }

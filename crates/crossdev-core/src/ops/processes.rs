@@ -175,7 +175,7 @@ impl Runner {
     /// processes over the concrete pack.
     pub fn flat_pack(&self, local_devices: &[String], op: ReduceOp, pack: &mut Pack) -> Result<()> {
         match self {
-            Runner::Local => pack.run(&AllReduceAlgorithm::Nccl.plan(local_devices, pack.dtype(), pack.elements(), 0)?, op),
+            Runner::Local => pack.run(&*AllReduceAlgorithm::Nccl.plan(local_devices, pack.dtype(), pack.elements(), 0)?, op),
             Runner::Processes { .. } => pack.reduce_flat(|across| self.flat(local_devices, op, across)),
         }
     }
