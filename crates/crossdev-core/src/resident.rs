@@ -7,14 +7,23 @@
 //! [`crate::group::install`]). With no store installed (the WebAssembly backend), every request
 //! that needs one fails with `ERR_NO_CUDA`.
 //!
-//! Operations on resident tensors stage through host memory in [`crate::wire`]: each input handle
-//! is downloaded, the same core code that serves host tensors runs (so results are bit-identical
-//! to the host ones by construction), and the results whose device is a GPU are uploaded into
-//! new handles. Staging keeps one implementation of every op, its validation and its
-//! combination order; its cost is a copy each way over the host link.
+//! An all-reduce whose every pack is one whole tensor (an `AllReduce` op without packing, or one
+//! tensor), over GPU tensors on the devices they are keyed by, runs where the tensors are: the
+//! store runs the op's own plan for each tensor in device memory ([`ResidentStore::run_plan`];
+//! see [`crate::ops::all_reduce::AllReduce::all_reduce_resident`]), with the combination order
+//! of the host executor, so results are the host ones bit for bit.
+//!
+//! Every other operation on resident tensors stages through host memory in [`crate::wire`]: each
+//! input handle is downloaded, the same core code that serves host tensors runs (so results are
+//! bit-identical to the host ones by construction), and the results whose device is a GPU are
+//! uploaded into new handles. Staging keeps one implementation of every op, its validation and
+//! its combination order; its cost is a copy each way over the host link.
 
 use crate::device::{canonicalize, DeviceSpec};
+use crate::dtype::DType;
 use crate::error::{CrossDeviceError, ErrorCode, Result};
+use crate::plan::Plan;
+use crate::reduce_op::ReduceOp;
 use crate::tensor::Buffer;
 use std::sync::{Arc, RwLock};
 
@@ -27,6 +36,17 @@ pub struct Usage {
     pub bytes: usize,
 }
 
+/// What a resident tensor is: where it lives and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resident {
+    /// The canonical name of its (logical) GPU.
+    pub device: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Number of elements.
+    pub len: usize,
+}
+
 /// Device memory for resident tensors, addressed by handles (non-zero, never reused within a
 /// process). Implementations are shared by every thread that runs requests.
 pub trait ResidentStore: Send + Sync {
@@ -37,6 +57,15 @@ pub trait ResidentStore: Send + Sync {
     /// The elements of `handle`, copied to the host; `ERR_DISPOSED` for a released or unknown
     /// handle.
     fn download(&self, handle: u64) -> Result<Buffer<'static>>;
+
+    /// Where `handle` lives and what it holds; `ERR_DISPOSED` for a released or unknown handle.
+    fn describe(&self, handle: u64) -> Result<Resident>;
+
+    /// Runs `plan` with `op` in device memory over the resident tensors `inputs` (input `i` on
+    /// the plan's device for it, `plan.elements` elements of `plan.dtype`) and returns the
+    /// handles of new resident tensors holding the results, one per input on its device, each
+    /// combined in the order the plan gives (as [`crate::plan::host`] combines it).
+    fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> Result<Vec<u64>>;
 
     /// Frees the memory of `handle`; `false` when it was released already or never existed.
     fn release(&self, handle: u64) -> bool;

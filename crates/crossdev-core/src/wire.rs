@@ -5,9 +5,10 @@
 //! dispatch all happen here, the bindings stay a few lines each and behave identically.
 //!
 //! A tensor may also be a GPU tensor of the installed [`resident`] store: `{"gpu": handle}` in
-//! place of `{"buf": index}`, in requests and in responses. Such inputs are staged through host
-//! memory (see [`resident`]); results of a request with GPU inputs whose device is a GPU come
-//! back as new GPU tensors. `upload`, `download`, `release` and `residentUsage` move tensors
+//! place of `{"buf": index}`, in requests and in responses. An all-reduce of GPU tensors with
+//! whole packs runs in device memory ([`crate::ops::on_device`]); other requests stage such
+//! inputs through host memory (see [`resident`]). Results of a request with GPU inputs whose
+//! device is a GPU come back as new GPU tensors. `upload`, `download`, `release` and `residentUsage` move tensors
 //! to and from the GPU, free them and count them.
 
 use crate::device::{canonicalize, resolve};
@@ -24,6 +25,7 @@ use crate::algo::shuffle::build_shuffle_all_reduce;
 use crate::algo::split::{padded_split, ragged_split_tensor, strip_padding};
 use crate::algo::two_level::{build_two_level, FirstLevel, UpperLevel};
 use crate::ops::collective::group_key_id;
+use crate::ops::on_device::ResidentTensor;
 use crate::ops::{CollectiveAllReduce, MultiWorkerAllReduce};
 use crate::spec::{group_device_names, parse_spec, RawSpec};
 use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Packing, ReductionToOneDevice};
@@ -404,10 +406,9 @@ fn build_ops(ops: &OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             let acc = Accumulation::parse(accumulation.as_deref().unwrap_or("add_n"))?;
             Ok(Box::new(ReductionToOneDevice::new(reduce_to_device.as_deref(), acc)?))
         }
-        OpsW::AllReduce { ref algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => Ok(Box::new(AllReduce {
-            algorithm: AllReduceAlgorithm::parse(algorithm)?,
-            packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
-        })),
+        OpsW::AllReduce { .. } | OpsW::NcclAllReduce { .. } | OpsW::HierarchicalCopyAllReduce { .. } => {
+            Ok(Box::new(all_reduce_ops(ops)?.expect("an all-reduce op")))
+        }
         OpsW::MultiWorkerAllReduce {
             ref worker_devices,
             num_gpus_per_worker,
@@ -436,11 +437,62 @@ fn build_ops(ops: &OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             };
             Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout, bytes_per_pack }))
         }
-        OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce"),
-        OpsW::HierarchicalCopyAllReduce { num_packs } => {
-            tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")
-        }
     }
+}
+
+/// The [`AllReduce`] that `ops` configures (`AllReduceCrossDeviceOps`, `NcclAllReduce`,
+/// `HierarchicalCopyAllReduce`), or `None` for another op.
+fn all_reduce_ops(ops: &OpsW) -> Result<Option<AllReduce>> {
+    Ok(Some(match *ops {
+        OpsW::AllReduce { ref algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => AllReduce {
+            algorithm: AllReduceAlgorithm::parse(algorithm)?,
+            packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
+        },
+        OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce")?,
+        OpsW::HierarchicalCopyAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")?,
+        _ => return Ok(None),
+    }))
+}
+
+/// The per-device value `input` stands for when every tensor of it is a dense GPU tensor.
+fn resident_input(input: &InputW) -> Option<PerDevice<ResidentTensor>> {
+    let tensor = |v: &ValueW| match v {
+        ValueW::Dense(TensorW { buf: None, gpu: Some(handle), dtype, shape }) => {
+            Some(ResidentTensor { handle: *handle, dtype: DType::parse(dtype).ok()?, shape: shape_of(shape).ok()? })
+        }
+        _ => None,
+    };
+    match input {
+        InputW::PerDevice(entries) => PerDevice::new(entries.iter().map(|(d, v)| Some((d.clone(), tensor(v)?))).collect::<Option<Vec<_>>>()?).ok(),
+        InputW::Located { device: Some(d), value } => PerDevice::new([(d.clone(), tensor(value)?)]).ok(),
+        _ => None,
+    }
+}
+
+/// The response to a reduction of the GPU tensors `pairs` by `ops`, computed in device memory
+/// ([`AllReduce::all_reduce_resident`]) when `ops` is an all-reduce that can; `None` when the
+/// host path serves the request (and checks it).
+fn on_device(ops: &OpsW, op: &str, pairs: Option<Vec<(PerDevice<ResidentTensor>, Destinations)>>, enc: &mut Encoder) -> Result<Option<ResponseW>> {
+    let (Some(pairs), Some(store), Ok(op)) = (pairs, resident::installed(), ReduceOp::parse(op)) else { return Ok(None) };
+    let Some(ops) = all_reduce_ops(ops)? else { return Ok(None) };
+    if pairs.iter().any(|(_, d)| d.validate().is_err()) {
+        return Ok(None);
+    }
+    let Some(results) = ops.all_reduce_resident(store.as_ref(), op, &pairs)? else { return Ok(None) };
+    Ok(Some(ResponseW::Results(
+        results
+            .into_iter()
+            .map(|m| {
+                m.into_entries()
+                    .into_iter()
+                    .map(|(d, t)| {
+                        enc.handles.push(t.handle);
+                        (d, ValueOut::Dense(TensorOut { buf: None, gpu: Some(t.handle), dtype: t.dtype.name(), shape: t.shape }))
+                    })
+                    .collect()
+            })
+            .collect(),
+    )))
 }
 
 /// TF 2's `NcclAllReduce` / `HierarchicalCopyAllReduce`: `num_packs >= 0`, 0 meaning no packing.
@@ -453,11 +505,11 @@ fn timeout(seconds: Option<f64>) -> Result<Option<std::time::Duration>> {
     }
 }
 
-fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> Result<Box<dyn CrossDeviceOps>> {
+fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> Result<AllReduce> {
     if num_packs < 0 {
         return fail(ErrorCode::InvalidArgument, format!("{what} requires num_packs >= 0, but {num_packs} is specified"));
     }
-    Ok(Box::new(AllReduce { algorithm, packing: Packing::new(num_packs, 0, 0)? }))
+    Ok(AllReduce { algorithm, packing: Packing::new(num_packs, 0, 0)? })
 }
 
 #[derive(Default)]
@@ -552,17 +604,31 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
     let request = parse(request)?;
     let dec = Decoder { inputs, staged: Cell::new(false) };
     Ok(match &*request {
-        Request::Reduce { ops, op, value, destinations: d } => {
+        Request::Reduce { ops: ops_w, op, value, destinations: d } => {
             // Arguments are checked in TensorFlow's order: the value, the destinations, the op.
-            let ops = build_ops(ops)?;
+            let ops = build_ops(ops_w)?;
+            if let Some(results) = on_device(ops_w, op, resident_input(value).map(|v| vec![(v, d.clone())]), enc)? {
+                return Ok(results);
+            }
             let value = dec.input(value)?.into_per_device()?;
             d.validate()?;
             let m = ops.reduce(ReduceOp::parse(&op)?, Input::PerDevice(value), d)?;
             enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
-        Request::BatchReduce { ops, op, pairs } => {
-            let ops = build_ops(ops)?;
+        Request::BatchReduce { ops: ops_w, op, pairs } => {
+            let ops = build_ops(ops_w)?;
+            let resident = pairs.as_ref().and_then(|ps| {
+                ps.iter()
+                    .map(|p| match p {
+                        PairW::Pair(i, d) => Some((resident_input(i)?, d.clone())),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            if let Some(results) = on_device(ops_w, op, resident, enc)? {
+                return Ok(results);
+            }
             let raw = pairs
                 .as_ref()
                 .map(|ps| {

@@ -4,30 +4,59 @@
 
 mod resident_matrix;
 
-use crossdev_core::resident::{install, ResidentStore, Usage};
-use crossdev_core::{Buffer, CrossDeviceError, ErrorCode};
-use resident_matrix::{check_dispose, check_every_op, serial, usage};
+use crossdev_core::plan::{host, Plan};
+use crossdev_core::resident::{install, Resident, ResidentStore, Usage};
+use crossdev_core::{Buffer, CrossDeviceError, ErrorCode, ReduceOp};
+use resident_matrix::{check_dispose, check_every_op, check_in_device_memory, serial, usage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Resident tensors kept in host memory, by handle.
+/// Resident tensors kept in host memory, by handle, with the device each was put on; plans run
+/// by the host executor.
 #[derive(Default)]
 struct HostStore {
-    buffers: Mutex<(u64, HashMap<u64, Buffer<'static>>)>,
+    buffers: Mutex<(u64, HashMap<u64, Held>)>,
 }
 
-impl ResidentStore for HostStore {
-    fn upload(&self, _device: &str, data: &Buffer) -> crossdev_core::Result<u64> {
+/// A resident tensor's device and elements.
+type Held = (String, Buffer<'static>);
+
+impl HostStore {
+    fn insert(&self, device: &str, data: Buffer<'static>) -> u64 {
         let mut b = self.buffers.lock().unwrap();
         b.0 += 1;
         let handle = b.0;
-        b.1.insert(handle, data.clone().into_owned());
-        Ok(handle)
+        b.1.insert(handle, (device.to_string(), data));
+        handle
+    }
+
+    fn get(&self, handle: u64) -> crossdev_core::Result<Held> {
+        let b = self.buffers.lock().unwrap();
+        b.1.get(&handle).cloned().ok_or_else(|| CrossDeviceError::new(ErrorCode::Disposed, format!("{handle} was released")))
+    }
+}
+
+impl ResidentStore for HostStore {
+    fn upload(&self, device: &str, data: &Buffer) -> crossdev_core::Result<u64> {
+        Ok(self.insert(device, data.clone().into_owned()))
     }
 
     fn download(&self, handle: u64) -> crossdev_core::Result<Buffer<'static>> {
-        let b = self.buffers.lock().unwrap();
-        b.1.get(&handle).cloned().ok_or_else(|| CrossDeviceError::new(ErrorCode::Disposed, format!("{handle} was released")))
+        Ok(self.get(handle)?.1)
+    }
+
+    fn describe(&self, handle: u64) -> crossdev_core::Result<Resident> {
+        let (device, data) = self.get(handle)?;
+        Ok(Resident { device, dtype: data.dtype(), len: data.len() })
+    }
+
+    fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> crossdev_core::Result<Vec<u64>> {
+        let held = inputs.iter().map(|&h| self.get(h)).collect::<crossdev_core::Result<Vec<_>>>()?;
+        for (i, (device, _)) in held.iter().enumerate() {
+            assert_eq!(*device, plan.devices[plan.buffers[i].device], "input {i} of the plan is on its device");
+        }
+        let outs = host::run(plan, op, &held.iter().map(|(_, b)| b).collect::<Vec<_>>())?;
+        Ok(held.iter().zip(outs).map(|((device, _), out)| self.insert(device, out)).collect())
     }
 
     fn release(&self, handle: u64) -> bool {
@@ -36,7 +65,7 @@ impl ResidentStore for HostStore {
 
     fn usage(&self) -> Usage {
         let b = self.buffers.lock().unwrap();
-        Usage { buffers: b.1.len(), bytes: b.1.values().map(|x| x.as_bytes().len()).sum() }
+        Usage { buffers: b.1.len(), bytes: b.1.values().map(|(_, x)| x.as_bytes().len()).sum() }
     }
 }
 
@@ -53,6 +82,13 @@ fn every_op_on_gpu_tensors_matches_host_tensors_bit_for_bit() {
     let compared = check_every_op();
     assert!(compared > 5000, "only {compared} results compared");
     assert_eq!(usage(), Usage::default());
+}
+
+#[test]
+fn all_reduces_with_whole_packs_run_in_device_memory() {
+    store();
+    let _one = serial();
+    check_in_device_memory();
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The GPU memory behind crossdev's resident tensors ([`crossdev_core::resident`]): a
-//! [`ResidentStore`] of [`DeviceBuffer`]s on the logical GPUs of a [`GpuExecutor`], which the
-//! native addon installs when it loads.
+//! [`ResidentStore`] of [`DeviceBuffer`]s on the logical GPUs of a [`GpuExecutor`], which runs the
+//! plans of all-reduces of resident tensors where they are; the native addon installs it when it
+//! loads.
 //!
 //! Nothing touches CUDA until the first upload: the executor (driver, NVRTC and GPU probed
 //! first, so a missing library is `ERR_NO_CUDA`, never cudarc's panic) is made then, with
@@ -9,7 +10,9 @@
 
 use crate::executor::{DeviceBuffer, GpuExecutor};
 use crossdev_core::error::{CrossDeviceError, ErrorCode, Result};
-use crossdev_core::resident::{ResidentStore, Usage};
+use crossdev_core::plan::Plan;
+use crossdev_core::reduce_op::ReduceOp;
+use crossdev_core::resident::{Resident, ResidentStore, Usage};
 use crossdev_core::tensor::Buffer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +56,13 @@ impl GpuStore {
         self.buffers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Holds `buffer` under a new handle.
+    fn insert(&self, buffer: DeviceBuffer) -> u64 {
+        let handle = self.next.fetch_add(1, Ordering::Relaxed);
+        self.buffers().insert(handle, Arc::new(buffer));
+        handle
+    }
+
     /// The buffer of `handle`, or `ERR_DISPOSED`.
     pub fn get(&self, handle: u64) -> Result<Arc<DeviceBuffer>> {
         self.buffers().get(&handle).cloned().ok_or_else(|| {
@@ -64,9 +74,20 @@ impl GpuStore {
 impl ResidentStore for GpuStore {
     fn upload(&self, device: &str, data: &Buffer) -> Result<u64> {
         let buffer = self.executor()?.upload(device, data)?;
-        let handle = self.next.fetch_add(1, Ordering::Relaxed);
-        self.buffers().insert(handle, Arc::new(buffer));
-        Ok(handle)
+        Ok(self.insert(buffer))
+    }
+
+    fn describe(&self, handle: u64) -> Result<Resident> {
+        let buffer = self.get(handle)?;
+        Ok(Resident { device: buffer.device.clone(), dtype: buffer.dtype, len: buffer.len })
+    }
+
+    fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> Result<Vec<u64>> {
+        // Held (shared) for the run: a concurrent release frees an input only after it.
+        let buffers = inputs.iter().map(|&h| self.get(h)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&DeviceBuffer> = buffers.iter().map(|b| b.as_ref()).collect();
+        let outputs = self.executor()?.run_plan_on_device(plan, op, &refs)?;
+        Ok(outputs.into_iter().map(|b| self.insert(b)).collect())
     }
 
     fn download(&self, handle: u64) -> Result<Buffer<'static>> {

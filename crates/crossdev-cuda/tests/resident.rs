@@ -1,6 +1,7 @@
 //! GPU tensors over GPU memory: crossdev-core's resident checks (every op class × algorithm ×
 //! packing × dtype × ReduceOp through the wire protocol, GPU tensors against host tensors bit for
-//! bit; dispose semantics) with this crate's `GpuStore` installed, on 8 logical GPUs sharing the
+//! bit; all-reduces with whole packs run in device memory; dispose semantics) with this crate's
+//! `GpuStore` installed, on 8 logical GPUs sharing the
 //! machine's GPU(s). Without a GPU they print `skipped: no GPU` after checking that making a GPU
 //! tensor is a clean `ERR_NO_CUDA` error.
 
@@ -11,7 +12,7 @@ use crossdev_core::resident::install;
 use crossdev_core::DType;
 use crossdev_cuda::executor::{Contexts, GpuExecutor};
 use crossdev_cuda::resident::GpuStore;
-use resident_matrix::{check_dispose, check_every_op, serial, upload, usage};
+use resident_matrix::{check_dispose, check_every_op, check_in_device_memory, serial, upload, usage};
 use std::sync::Arc;
 
 /// Installs a store of 8 logical GPUs (once); whether a GPU is there (printing the skip if not).
@@ -40,6 +41,16 @@ fn every_op_on_gpu_tensors_matches_host_tensors_bit_for_bit() {
     let _one = serial();
     let compared = check_every_op();
     assert!(compared > 5000, "only {compared} results compared");
+    assert_eq!(usage().buffers, 0);
+}
+
+#[test]
+fn all_reduces_with_whole_packs_run_in_device_memory() {
+    if !gpu() {
+        return;
+    }
+    let _one = serial();
+    check_in_device_memory();
     assert_eq!(usage().buffers, 0);
 }
 

@@ -147,7 +147,7 @@ pub fn simple_broadcast(value: &Value, destinations: &Destinations) -> Result<Mi
 }
 
 /// `_devices_match`: whether `value` lives on exactly the devices `destinations` names (as sets).
-pub fn devices_match(value: &PerDevice<Value>, destinations: &Destinations) -> Result<bool> {
+pub fn devices_match<V>(value: &PerDevice<V>, destinations: &Destinations) -> Result<bool> {
     let mut a = value.devices();
     let mut b = destinations.devices()?;
     a.sort();

@@ -10,6 +10,7 @@ use crate::algo::ring::{ring, ring_permutations};
 use crate::algo::start;
 use crate::error::{fail, ErrorCode, Result};
 use crate::pack::{check_isomorphic, reduce_packs, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout, Pack};
+use crate::dtype::DType;
 use crate::memo::Memo;
 use crate::plan::{host, Plan, Step};
 use crate::reduce_op::ReduceOp;
@@ -55,7 +56,7 @@ impl AllReduceAlgorithm {
     /// The plan reducing pack `index` of `elements` elements over `devices`, remembered per
     /// thread: a training loop reduces the same gradients step after step, and building and
     /// checking a plan for a small pack takes longer than reducing it.
-    pub fn plan(self, devices: &[String], dtype: crate::DType, elements: usize, index: usize) -> Result<Rc<Plan>> {
+    pub fn plan(self, devices: &[String], dtype: DType, elements: usize, index: usize) -> Result<Rc<Plan>> {
         thread_local! {
             static PLANS: RefCell<Memo<Rc<Plan>>> = RefCell::new(Memo::new(PLAN_BYTES));
         }
@@ -75,7 +76,7 @@ impl AllReduceAlgorithm {
         Ok(plan)
     }
 
-    fn build(self, devices: &[String], dtype: crate::DType, elements: usize, index: usize) -> Result<Plan> {
+    fn build(self, devices: &[String], dtype: DType, elements: usize, index: usize) -> Result<Plan> {
         let (mut b, srcs) = start(self.name(), devices, dtype, elements)?;
         let n = srcs.len();
         let placed = match self {
@@ -116,10 +117,15 @@ impl Packing {
     pub fn layout(&self, grads: &[Vec<Tensor>]) -> Result<Layout> {
         check_isomorphic(grads)?;
         let first: &[Tensor] = grads.first().map_or(&[], |g| g.as_slice());
+        self.layout_of(&first.iter().map(|t| t.num_elements()).collect::<Vec<_>>(), &first.iter().map(|t| t.dtype()).collect::<Vec<_>>())
+    }
+
+    /// The packs of gradients of `counts` elements of `dtypes` (one device's list).
+    pub fn layout_of(&self, counts: &[usize], dtypes: &[DType]) -> Result<Layout> {
         Ok(match self {
-            Packing::None => Layout::each(&first.iter().map(|t| t.num_elements()).collect::<Vec<_>>()),
-            Packing::ConcatAndSplit(p) => p.layout(first)?,
-            Packing::SmallTensors(p) => p.layout(first).0,
+            Packing::None => Layout::each(counts),
+            Packing::ConcatAndSplit(p) => p.checked_layout_of(counts, dtypes)?,
+            Packing::SmallTensors(p) => p.layout_of(counts, dtypes).0,
         })
     }
 
@@ -253,7 +259,6 @@ impl CrossDeviceOps for AllReduce {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DType;
 
     #[test]
     fn plans_are_remembered_per_algorithm_devices_dtype_size_and_root() {

@@ -4,6 +4,7 @@ pub mod aggregate;
 pub mod all_reduce;
 pub mod collective;
 pub mod multi_worker;
+pub mod on_device;
 pub mod processes;
 pub mod reduction_to_one_device;
 

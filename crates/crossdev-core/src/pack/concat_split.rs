@@ -3,6 +3,7 @@
 
 use super::layout::{shared_dtype, Layout};
 use super::check_isomorphic;
+use crate::dtype::DType;
 use crate::error::{fail, ErrorCode, Result};
 use crate::tensor::{num_elements, Tensor};
 
@@ -43,10 +44,15 @@ impl ConcatAndSplitPacker {
 
     /// The layout of one device's `grads`, which must share a dtype (they are concatenated).
     pub fn layout(&self, grads: &[Tensor]) -> Result<Layout> {
-        if shared_dtype(grads.iter().map(|g| g.dtype()))?.is_none() {
+        self.checked_layout_of(&grads.iter().map(|g| g.num_elements()).collect::<Vec<_>>(), &grads.iter().map(|g| g.dtype()).collect::<Vec<_>>())
+    }
+
+    /// [`Self::layout`] of gradients of `counts` elements of `dtypes`.
+    pub fn checked_layout_of(&self, counts: &[usize], dtypes: &[DType]) -> Result<Layout> {
+        if shared_dtype(dtypes.iter().copied())?.is_none() {
             return fail(ErrorCode::InvalidArgument, "nothing to pack");
         }
-        Ok(self.layout_of(&grads.iter().map(|g| g.num_elements()).collect::<Vec<_>>()))
+        Ok(self.layout_of(counts))
     }
 
     /// Per device: the concrete packs of [`Self::layout`].

@@ -73,11 +73,15 @@ impl AggregateSmallTensorPacker {
     /// `4·elements ≤ max_bytes`; an isolated small gradient is not packed), then every other
     /// gradient alone, in order.
     pub fn layout(&self, grads: &[Tensor]) -> (Layout, Vec<(usize, usize)>) {
-        let is_small = |t: &Tensor| t.dtype() == DType::Float32 && 4 * t.num_elements() <= self.max_bytes;
-        let small: Vec<usize> = (0..grads.len()).filter(|&i| is_small(&grads[i])).collect();
-        let (ranges, _) = extract_ranges(&small, self.max_group);
         let counts: Vec<usize> = grads.iter().map(|t| t.num_elements()).collect();
-        (run_layout(&counts, &ranges), ranges)
+        self.layout_of(&counts, &grads.iter().map(|t| t.dtype()).collect::<Vec<_>>())
+    }
+
+    /// [`Self::layout`] of gradients of `counts` elements of `dtypes`.
+    pub fn layout_of(&self, counts: &[usize], dtypes: &[DType]) -> (Layout, Vec<(usize, usize)>) {
+        let small: Vec<usize> = (0..counts.len()).filter(|&i| dtypes[i] == DType::Float32 && 4 * counts[i] <= self.max_bytes).collect();
+        let (ranges, _) = extract_ranges(&small, self.max_group);
+        (run_layout(counts, &ranges), ranges)
     }
 
     /// `pack_small_tensors`: the concrete packs of [`Self::layout`] (decided on device 0).

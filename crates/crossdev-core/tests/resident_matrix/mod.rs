@@ -300,3 +300,62 @@ pub fn check_dispose() {
     assert_eq!(upload("/gpu:0", DType::Float32, &[2], &data).unwrap_err().0, "ERR_INVALID_TENSOR");
     assert_eq!(usage(), before);
 }
+
+/// How many of the tensors that `request` (with GPU tensors) reduces were all-reduced in device
+/// memory, by the response's diagnostics; releases the results.
+fn reduced_in_device_memory(request: &Json) -> usize {
+    let mut text = request.to_string();
+    text.pop();
+    text.push_str(",\"debug\":true}");
+    let r = execute(&text, &[]);
+    let meta: Json = serde_json::from_str(&r.meta).unwrap();
+    assert!(error_code(&meta).is_none(), "{meta}");
+    outputs(&meta, &r.buffers).expect("results");
+    meta["log"].as_array().map_or(0, |lines| lines.iter().filter(|l| l.as_str().unwrap().contains("in device memory")).count())
+}
+
+/// All-reduces whose packs are each one tensor whole run in device memory, one plan per tensor;
+/// packs of several tensors, and values not all on GPUs, stage through the host. (The results
+/// are checked against host tensors bit for bit by [`check_every_op`], which runs the same ops.)
+pub fn check_in_device_memory() {
+    let before = usage();
+    let devices = gpus(8);
+    let mut handles = Vec::new();
+    let mut tensor = |device: &str, shape: &[usize], seed: usize| {
+        let n: usize = shape.iter().product();
+        let xs: Vec<f32> = (0..n).map(|i| ((i * 7 + seed * 13) % 11) as f32 - 5.0).collect();
+        let h = upload(device, DType::Float32, shape, bytemuck::cast_slice(&xs)).expect("upload");
+        handles.push(h);
+        json!({"gpu": h, "dtype": "float32", "shape": shape})
+    };
+    let pairs: Vec<Json> = SHAPES
+        .iter()
+        .enumerate()
+        .map(|(v, shape)| {
+            let per: Vec<Json> = devices.iter().enumerate().map(|(d, dev)| json!([dev, {"dense": tensor(dev, shape, v * 31 + d)}])).collect();
+            json!({"pair": [{"perDevice": per}, {"values": devices}]})
+        })
+        .collect();
+    let value = pairs[0]["pair"][0].clone();
+    let batch = |ops: Json| json!({"call": "batchReduce", "ops": ops, "op": "SUM", "pairs": pairs});
+    let nccl = |packs: i64| json!({"kind": "NcclAllReduce", "numPacks": packs});
+    let all_reduce = |algorithm: &str, packs: i64, bytes: i64| json!({"kind": "AllReduce", "algorithm": algorithm, "numPacks": packs, "aggSmallGradsMaxBytes": bytes, "aggSmallGradsMaxGroup": 10});
+    assert_eq!(reduced_in_device_memory(&batch(nccl(0))), SHAPES.len());
+    assert_eq!(reduced_in_device_memory(&batch(all_reduce("hierarchical_copy", 0, 0))), SHAPES.len());
+    // One tensor is one whole pack with one pack, or with small-tensor aggregation.
+    for ops in [nccl(1), all_reduce("nccl", 0, 64)] {
+        assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": ops, "op": "MEAN", "value": value, "destinations": {"values": devices}})), 1);
+    }
+    // Packs of several tensors, or of parts of one, and reductions elsewhere stage.
+    assert_eq!(reduced_in_device_memory(&batch(nccl(1))), 0);
+    assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": nccl(2), "op": "SUM", "value": value, "destinations": {"values": devices}})), 0);
+    assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": nccl(0), "op": "SUM", "value": value, "destinations": {"device": "/gpu:0"}})), 0);
+    assert_eq!(reduced_in_device_memory(&batch(json!({"kind": "ReductionToOneDevice", "reduceToDevice": null, "accumulation": null}))), 0);
+    // A tensor keyed by a device other than its own is read where it is: through the host.
+    let swapped = json!({"perDevice": [[devices[0], value["perDevice"][1][1]], [devices[1], value["perDevice"][0][1]]]});
+    assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": nccl(0), "op": "SUM", "value": swapped, "destinations": {"values": [devices[0], devices[1]]}})), 0);
+    for h in handles {
+        release(h);
+    }
+    assert_eq!(usage(), before, "every handle is released");
+}
