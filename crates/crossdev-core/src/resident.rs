@@ -7,11 +7,12 @@
 //! [`crate::group::install`]). With no store installed (the WebAssembly backend), every request
 //! that needs one fails with `ERR_NO_CUDA`.
 //!
-//! An all-reduce whose every pack is one whole tensor (an `AllReduce` op without packing, or one
-//! tensor), over GPU tensors on the devices they are keyed by, runs where the tensors are: the
-//! store runs the op's own plan for each tensor in device memory ([`ResidentStore::run_plan`];
-//! see [`crate::ops::all_reduce::AllReduce::all_reduce_resident`]), with the combination order
-//! of the host executor, so results are the host ones bit for bit.
+//! An all-reduce (`AllReduce`, `NcclAllReduce`, `HierarchicalCopyAllReduce`, any packing) of
+//! GPU tensors on the devices they are keyed by runs where the tensors are: packs are
+//! concatenated in device memory ([`ResidentStore::concat`]), the store runs the op's own plan
+//! for each pack there ([`ResidentStore::run_plan`]) and the results are cut out of the reduced
+//! packs (see [`crate::ops::on_device`]). The plans combine in the order of the host executor,
+//! so results are the host ones bit for bit.
 //!
 //! Every other operation on resident tensors stages through host memory in [`crate::wire`]: each
 //! input handle is downloaded, the same core code that serves host tensors runs (so results are
@@ -60,6 +61,11 @@ pub trait ResidentStore: Send + Sync {
 
     /// Where `handle` lives and what it holds; `ERR_DISPOSED` for a released or unknown handle.
     fn describe(&self, handle: u64) -> Result<Resident>;
+
+    /// A new resident tensor on GPU `device` (canonical) holding `parts` end to end: elements
+    /// `[offset, offset + len)` of each resident tensor `(handle, offset, len)`, all of `dtype`
+    /// (the packs of an all-reduce, and the results unpacked from them).
+    fn concat(&self, device: &str, dtype: DType, parts: &[(u64, usize, usize)]) -> Result<u64>;
 
     /// Runs `plan` with `op` in device memory over the resident tensors `inputs` (input `i` on
     /// the plan's device for it, `plan.elements` elements of `plan.dtype`) and returns the

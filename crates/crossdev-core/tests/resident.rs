@@ -6,7 +6,7 @@ mod resident_matrix;
 
 use crossdev_core::plan::{host, Plan};
 use crossdev_core::resident::{install, Resident, ResidentStore, Usage};
-use crossdev_core::{Buffer, CrossDeviceError, ErrorCode, ReduceOp};
+use crossdev_core::{Buffer, CrossDeviceError, DType, ErrorCode, ReduceOp};
 use resident_matrix::{check_dispose, check_every_op, check_in_device_memory, serial, usage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,16 @@ impl ResidentStore for HostStore {
         Ok(Resident { device, dtype: data.dtype(), len: data.len() })
     }
 
+    fn concat(&self, device: &str, dtype: DType, parts: &[(u64, usize, usize)]) -> crossdev_core::Result<u64> {
+        let mut bytes = Vec::new();
+        for &(h, offset, len) in parts {
+            let (_, data) = self.get(h)?;
+            assert_eq!(data.dtype(), dtype);
+            bytes.extend_from_slice(&data.as_bytes()[offset * dtype.size()..(offset + len) * dtype.size()]);
+        }
+        Ok(self.insert(device, Buffer::from_bytes(dtype, &bytes).into_owned()))
+    }
+
     fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> crossdev_core::Result<Vec<u64>> {
         let held = inputs.iter().map(|&h| self.get(h)).collect::<crossdev_core::Result<Vec<_>>>()?;
         for (i, (device, _)) in held.iter().enumerate() {
@@ -85,7 +95,7 @@ fn every_op_on_gpu_tensors_matches_host_tensors_bit_for_bit() {
 }
 
 #[test]
-fn all_reduces_with_whole_packs_run_in_device_memory() {
+fn all_reduces_onto_their_own_devices_run_in_device_memory() {
     store();
     let _one = serial();
     check_in_device_memory();

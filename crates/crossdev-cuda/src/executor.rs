@@ -298,6 +298,34 @@ impl GpuExecutor {
         issued.and(synced)?;
         Ok(run.outputs())
     }
+
+    /// A new buffer on logical device `device` holding `parts` end to end: elements
+    /// `[offset, offset + len)` of each buffer `(buffer, offset, len)`, all of `dtype` (copied
+    /// within the GPU, or from peers). Returns when the copies are done.
+    pub fn concat(&self, device: &str, dtype: DType, parts: &[(&DeviceBuffer, usize, usize)]) -> Result<DeviceBuffer> {
+        let size = dtype.size();
+        for &(b, offset, len) in parts {
+            if b.dtype != dtype || offset + len > b.len {
+                return Err(invalid(format!("elements {offset}..{} of {} {} elements of {}", offset + len, b.len, b.dtype.name(), dtype.name())));
+            }
+        }
+        let (name, lane) = self.lane(device)?;
+        let len: usize = parts.iter().map(|p| p.2).sum();
+        // SAFETY: written in full by the copies just below; an empty buffer is never read.
+        let data = unsafe { lane.stream.alloc::<u8>((len * size).max(1)) }.map_err(cuda("cuMemAllocAsync"))?;
+        let out = address(&data);
+        let mut at = 0;
+        for &(b, offset, n) in parts {
+            // After the work issued so far on the part's own stream.
+            let ready = b.data.stream().record_event(None).map_err(cuda("cuEventRecord"))?;
+            lane.stream.wait(&ready).map_err(cuda("cuStreamWaitEvent"))?;
+            copy(&lane, out + (at * size) as u64, address(&b.data) + (offset * size) as u64, b.data.context().cu_ctx(), n * size)?;
+            at += n;
+        }
+        // The parts may be freed (on their own streams) as soon as this returns.
+        lane.stream.synchronize().map_err(cuda("cuStreamSynchronize"))?;
+        Ok(DeviceBuffer { device: name, data, dtype, len })
+    }
 }
 
 fn check_count(plan: &Plan, inputs: usize) -> Result<()> {

@@ -9,6 +9,7 @@
 //! process's lifetime.
 
 use crate::executor::{DeviceBuffer, GpuExecutor};
+use crossdev_core::dtype::DType;
 use crossdev_core::error::{CrossDeviceError, ErrorCode, Result};
 use crossdev_core::plan::Plan;
 use crossdev_core::reduce_op::ReduceOp;
@@ -80,6 +81,12 @@ impl ResidentStore for GpuStore {
     fn describe(&self, handle: u64) -> Result<Resident> {
         let buffer = self.get(handle)?;
         Ok(Resident { device: buffer.device.clone(), dtype: buffer.dtype, len: buffer.len })
+    }
+
+    fn concat(&self, device: &str, dtype: DType, parts: &[(u64, usize, usize)]) -> Result<u64> {
+        let buffers = parts.iter().map(|&(h, _, _)| self.get(h)).collect::<Result<Vec<_>>>()?;
+        let parts: Vec<(&DeviceBuffer, usize, usize)> = buffers.iter().zip(parts).map(|(b, &(_, offset, len))| (b.as_ref(), offset, len)).collect();
+        Ok(self.insert(self.executor()?.concat(device, dtype, &parts)?))
     }
 
     fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> Result<Vec<u64>> {

@@ -45,7 +45,7 @@ fn every_op_on_gpu_tensors_matches_host_tensors_bit_for_bit() {
 }
 
 #[test]
-fn all_reduces_with_whole_packs_run_in_device_memory() {
+fn all_reduces_onto_their_own_devices_run_in_device_memory() {
     if !gpu() {
         return;
     }

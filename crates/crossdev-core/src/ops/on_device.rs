@@ -1,12 +1,13 @@
 //! All-reduce of GPU tensors where they are: [`AllReduce`]'s plans run in device memory by the
 //! installed [`ResidentStore`], without staging through the host (see [`crate::resident`]).
 //!
-//! It serves what the host path serves with whole packs: every pack of the op's layout is one
-//! tensor whole (no packing, or one tensor), so a pack's plan reads and writes the tensors
-//! themselves, and the results are those of the host path bit for bit (the same plan, combined
-//! in the same order). Anything else (packs of several tensors or of parts of one, empty tensors,
-//! a tensor not on the device it is keyed by, sizes that differ between devices) is left to the
-//! host path, which also gives every error.
+//! The op's packs are made in device memory: a pack that is one tensor whole is the tensor
+//! itself, any other is its pieces concatenated on each device; each pack is reduced by the op's
+//! own plan, and a result that is not a whole pack is cut out of the reduced packs. The plans
+//! are the host path's, combined in the same order, so the results are its results bit for bit.
+//! What the host path does not all-reduce (values on devices other than their destinations),
+//! and what it would refuse or treat specially (empty tensors, a tensor not on the device it is
+//! keyed by, sizes that differ between devices, a layout it cannot make), is left to it.
 
 use super::aggregate::devices_match;
 use super::all_reduce::AllReduce;
@@ -14,6 +15,7 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::reduce_op::ReduceOp;
 use crate::resident::ResidentStore;
+use crate::pack::Layout;
 use crate::values::{Destinations, Mirrored, PerDevice};
 
 /// A GPU tensor of a request: its handle, element type and shape (its device is the one it is
@@ -36,9 +38,8 @@ impl ResidentTensor {
 
 impl AllReduce {
     /// What [`super::CrossDeviceOps::batch_reduce`] returns for `pairs`, computed in device memory
-    /// by `store`, when the op would all-reduce them with whole packs (see the module
-    /// documentation); `Ok(None)` when the host path must serve them. The destinations must be
-    /// valid already.
+    /// by `store`, when the op would all-reduce them (see the module documentation); `Ok(None)`
+    /// when the host path must serve them. The destinations must be valid already.
     pub fn all_reduce_resident(&self, store: &dyn ResidentStore, op: ReduceOp, pairs: &[(PerDevice<ResidentTensor>, Destinations)]) -> Result<Option<Vec<Mirrored<ResidentTensor>>>> {
         let Some(first) = pairs.first() else { return Ok(None) };
         let devices = first.0.devices();
@@ -65,40 +66,108 @@ impl AllReduce {
             }
         }
         let Ok(layout) = self.packing.layout_of(&counts, &dtypes) else { return Ok(None) };
-        let mut wholes = Vec::with_capacity(layout.packs().len());
+        let mut made = Made { store, handles: Vec::new() };
+        let results = self.reduce_packs(&mut made, op, &devices, &grads, &layout, &dtypes)?;
+        made.handles.clear();
+        Ok(Some(
+            results
+                .into_iter()
+                .enumerate()
+                .map(|(t, per_device)| {
+                    Mirrored::new(devices.iter().zip(per_device).zip(&grads).map(|((d, handle), row)| (d.clone(), ResidentTensor { handle, dtype: dtypes[t], shape: row[t].shape.clone() })))
+                })
+                .collect::<Result<_>>()?,
+        ))
+    }
+
+    /// Reduces the packs of `layout` over `grads[device][tensor]` in device memory; returns each
+    /// tensor's result handles per device, and releases every other handle it made.
+    fn reduce_packs(&self, made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<&ResidentTensor>], layout: &Layout, dtypes: &[DType]) -> Result<Vec<Vec<u64>>> {
+        let counts = layout.counts();
+        // The reduced packs, per pack and device.
+        let mut reduced: Vec<Vec<u64>> = Vec::with_capacity(layout.packs().len());
         for (index, pieces) in layout.packs().iter().enumerate() {
-            match pieces.as_slice() {
-                [x] if x.len == counts[x.tensor] => wholes.push((index, x.tensor)),
-                _ => return Ok(None),
+            let Some(first) = pieces.first() else {
+                // An empty pack (more packs than elements) holds nothing to reduce.
+                reduced.push(Vec::new());
+                continue;
+            };
+            let dtype = dtypes[first.tensor];
+            let whole = matches!(pieces.as_slice(), [x] if x.len == counts[x.tensor]);
+            crate::log::note(|| format!("AllReduce({}) of pack {index} ({} pieces) in device memory", self.algorithm.name(), pieces.len()));
+            let inputs: Vec<u64> = if whole {
+                grads.iter().map(|row| row[first.tensor].handle).collect()
+            } else {
+                devices
+                    .iter()
+                    .zip(grads)
+                    .map(|(d, row)| Ok(made.keep(made.store.concat(d, dtype, &pieces.iter().map(|x| (row[x.tensor].handle, x.offset, x.len)).collect::<Vec<_>>())?)))
+                    .collect::<Result<_>>()?
+            };
+            let plan = self.algorithm.plan(devices, dtype, pieces.iter().map(|x| x.len).sum(), index)?;
+            let outs = made.store.run_plan(&plan, op, &inputs)?;
+            reduced.push(outs.into_iter().map(|h| made.keep(h)).collect());
+            if !whole {
+                inputs.into_iter().for_each(|h| made.release(h));
             }
         }
-        let mut made: Vec<Vec<u64>> = Vec::with_capacity(wholes.len());
-        let run = wholes.iter().try_for_each(|&(index, t)| {
-            crate::log::note(|| format!("AllReduce({}) of GPU tensor {t} in device memory", self.algorithm.name()));
-            let plan = self.algorithm.plan(&devices, dtypes[t], counts[t], index)?;
-            let handles: Vec<u64> = grads.iter().map(|row| row[t].handle).collect();
-            made.push(store.run_plan(&plan, op, &handles)?);
-            Ok(())
-        });
-        if let Err(e) = run {
-            for handle in made.into_iter().flatten() {
-                store.release(handle);
+        // Each tensor's result: a whole pack as it is, else its pieces cut out of the packs.
+        let mut pieces_of: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); counts.len()];
+        for (p, pieces) in layout.packs().iter().enumerate() {
+            let mut at = 0;
+            for x in pieces {
+                pieces_of[x.tensor].push((p, at, x.len));
+                at += x.len;
             }
-            return Err(e);
         }
-        // made[pack][device] → one Mirrored per tensor, each device's result in its input's shape.
-        let mut by_tensor: Vec<Option<Vec<u64>>> = vec![None; counts.len()];
-        for ((_, t), outs) in wholes.iter().zip(made) {
-            by_tensor[*t] = Some(outs);
-        }
-        by_tensor
-            .into_iter()
+        let mut used = vec![false; reduced.len()];
+        let results = pieces_of
+            .iter()
             .enumerate()
-            .map(|(t, outs)| {
-                let outs = outs.expect("every tensor is a whole pack");
-                Mirrored::new(devices.iter().zip(outs).zip(&grads).map(|((d, handle), row)| (d.clone(), ResidentTensor { handle, dtype: dtypes[t], shape: row[t].shape.clone() })))
+            .map(|(t, parts)| match parts.as_slice() {
+                &[(p, 0, len)] if len == counts[t] && layout.packs()[p].len() == 1 => {
+                    used[p] = true;
+                    Ok(reduced[p].clone())
+                }
+                _ => devices
+                    .iter()
+                    .enumerate()
+                    .map(|(d, device)| Ok(made.keep(made.store.concat(device, dtypes[t], &parts.iter().map(|&(p, at, len)| (reduced[p][d], at, len)).collect::<Vec<_>>())?)))
+                    .collect(),
             })
-            .collect::<Result<_>>()
-            .map(Some)
+            .collect::<Result<Vec<Vec<u64>>>>()?;
+        for (p, handles) in reduced.into_iter().enumerate() {
+            if !used[p] {
+                handles.into_iter().for_each(|h| made.release(h));
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// The handles an all-reduce in device memory has made and not yet released: all released if it
+/// fails (dropped with some left), none once its results are handed out.
+struct Made<'s> {
+    store: &'s dyn ResidentStore,
+    handles: Vec<u64>,
+}
+
+impl Made<'_> {
+    fn keep(&mut self, handle: u64) -> u64 {
+        self.handles.push(handle);
+        handle
+    }
+
+    fn release(&mut self, handle: u64) {
+        self.handles.retain(|&h| h != handle);
+        self.store.release(handle);
+    }
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        for &h in &self.handles {
+            self.store.release(h);
+        }
     }
 }

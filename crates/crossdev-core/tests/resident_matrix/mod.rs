@@ -314,9 +314,9 @@ fn reduced_in_device_memory(request: &Json) -> usize {
     meta["log"].as_array().map_or(0, |lines| lines.iter().filter(|l| l.as_str().unwrap().contains("in device memory")).count())
 }
 
-/// All-reduces whose packs are each one tensor whole run in device memory, one plan per tensor;
-/// packs of several tensors, and values not all on GPUs, stage through the host. (The results
-/// are checked against host tensors bit for bit by [`check_every_op`], which runs the same ops.)
+/// All-reduces of GPU tensors onto their own devices run in device memory, one plan per pack,
+/// whatever the packing; other reductions stage through the host. (The results are checked
+/// against host tensors bit for bit by [`check_every_op`], which runs the same ops.)
 pub fn check_in_device_memory() {
     let before = usage();
     let devices = gpus(8);
@@ -340,16 +340,21 @@ pub fn check_in_device_memory() {
     let batch = |ops: Json| json!({"call": "batchReduce", "ops": ops, "op": "SUM", "pairs": pairs});
     let nccl = |packs: i64| json!({"kind": "NcclAllReduce", "numPacks": packs});
     let all_reduce = |algorithm: &str, packs: i64, bytes: i64| json!({"kind": "AllReduce", "algorithm": algorithm, "numPacks": packs, "aggSmallGradsMaxBytes": bytes, "aggSmallGradsMaxGroup": 10});
+    // One plan per pack: a pack per tensor without packing; packs of several tensors, and of
+    // parts of one, concatenated on each device.
     assert_eq!(reduced_in_device_memory(&batch(nccl(0))), SHAPES.len());
     assert_eq!(reduced_in_device_memory(&batch(all_reduce("hierarchical_copy", 0, 0))), SHAPES.len());
-    // One tensor is one whole pack with one pack, or with small-tensor aggregation.
-    for ops in [nccl(1), all_reduce("nccl", 0, 64)] {
-        assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": ops, "op": "MEAN", "value": value, "destinations": {"values": devices}})), 1);
-    }
-    // Packs of several tensors, or of parts of one, and reductions elsewhere stage.
-    assert_eq!(reduced_in_device_memory(&batch(nccl(1))), 0);
-    assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": nccl(2), "op": "SUM", "value": value, "destinations": {"values": devices}})), 0);
-    assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": nccl(0), "op": "SUM", "value": value, "destinations": {"device": "/gpu:0"}})), 0);
+    assert_eq!(reduced_in_device_memory(&batch(nccl(1))), 1);
+    assert_eq!(reduced_in_device_memory(&batch(all_reduce("nccl", 4, 0))), 4);
+    // Small-tensor aggregation: runs of float32 tensors of at most 64 (48) bytes, the others alone.
+    assert_eq!(reduced_in_device_memory(&batch(all_reduce("hierarchical_copy", 0, 64))), 1);
+    assert_eq!(reduced_in_device_memory(&batch(all_reduce("nccl", 0, 48))), 2);
+    let reduce = |ops: Json, destinations: Json| json!({"call": "reduce", "ops": ops, "op": "MEAN", "value": value, "destinations": destinations});
+    let own = json!({"values": devices});
+    assert_eq!(reduced_in_device_memory(&reduce(nccl(1), own.clone())), 1);
+    assert_eq!(reduced_in_device_memory(&reduce(nccl(2), own.clone())), 2);
+    // Reductions elsewhere than the values' own devices, and other ops, stage.
+    assert_eq!(reduced_in_device_memory(&reduce(nccl(0), json!({"device": "/gpu:0"}))), 0);
     assert_eq!(reduced_in_device_memory(&batch(json!({"kind": "ReductionToOneDevice", "reduceToDevice": null, "accumulation": null}))), 0);
     // A tensor keyed by a device other than its own is read where it is: through the host.
     let swapped = json!({"perDevice": [[devices[0], value["perDevice"][1][1]], [devices[1], value["perDevice"][0][1]]]});
