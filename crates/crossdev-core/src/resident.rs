@@ -73,6 +73,16 @@ pub trait ResidentStore: Send + Sync {
     /// combined in the order the plan gives (as [`crate::plan::host`] combines it).
     fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> Result<Vec<u64>>;
 
+    /// All-reduces the resident tensors `inputs` (one per device, all of one dtype and size) with
+    /// `op` through the GPUs' own collective library, NCCL, when the store has it for their
+    /// devices (distinct GPUs): the handles of new resident tensors holding the results, one per
+    /// input on its device; `Ok(None)` when it has not (then the op runs its plan). NCCL
+    /// combines in its own order: on several GPUs, float results may differ from the plan's in
+    /// their last bits.
+    fn collective_all_reduce(&self, _op: ReduceOp, _inputs: &[u64]) -> Result<Option<Vec<u64>>> {
+        Ok(None)
+    }
+
     /// Frees the memory of `handle`; `false` when it was released already or never existed.
     fn release(&self, handle: u64) -> bool;
 

@@ -228,6 +228,11 @@ impl GpuExecutor {
         self.mapping
     }
 
+    /// How logical devices use CUDA contexts.
+    pub fn contexts(&self) -> Contexts {
+        self.contexts
+    }
+
     /// The canonical name of `device` and its lane, made on first use.
     fn lane(&self, device: &str) -> Result<(String, Arc<Lane>)> {
         let name = canonicalize(device, None)?;

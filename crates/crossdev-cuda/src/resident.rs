@@ -8,7 +8,10 @@
 //! `CROSSDEV_VIRTUAL_GPUS` as it is at that moment, and kept (or its error kept) for the
 //! process's lifetime.
 
-use crate::executor::{DeviceBuffer, GpuExecutor};
+use crate::executor::{Contexts, DeviceBuffer, GpuExecutor};
+use crate::nccl::Communicator;
+use crate::probe::libraries;
+use cudarc::driver::CudaSlice;
 use crossdev_core::dtype::DType;
 use crossdev_core::error::{CrossDeviceError, ErrorCode, Result};
 use crossdev_core::plan::Plan;
@@ -27,6 +30,8 @@ pub struct GpuStore {
     /// release frees the memory only once the download is done.
     buffers: Mutex<HashMap<u64, Arc<DeviceBuffer>>>,
     next: AtomicU64,
+    /// NCCL communicators by the GPUs they span.
+    communicators: Mutex<HashMap<Vec<usize>, Arc<Mutex<Communicator>>>>,
 }
 
 impl Default for GpuStore {
@@ -45,7 +50,7 @@ impl GpuStore {
     /// An empty store over the executor `make` returns at the first upload (tests pick the
     /// number of logical GPUs and the contexts this way).
     pub fn with_executor(make: fn() -> Result<GpuExecutor>) -> GpuStore {
-        GpuStore { make, executor: OnceLock::new(), buffers: Mutex::new(HashMap::new()), next: AtomicU64::new(1) }
+        GpuStore { make, executor: OnceLock::new(), buffers: Mutex::new(HashMap::new()), next: AtomicU64::new(1), communicators: Mutex::new(HashMap::new()) }
     }
 
     /// The executor whose logical GPUs hold the tensors (made on first use).
@@ -62,6 +67,20 @@ impl GpuStore {
         let handle = self.next.fetch_add(1, Ordering::Relaxed);
         self.buffers().insert(handle, Arc::new(buffer));
         handle
+    }
+
+    /// The NCCL communicator over GPUs `ordinals` (rank `i` on `ordinals[i]`), made on first use;
+    /// `None` where NCCL cannot be set up (`ERR_NO_CUDA`).
+    fn communicator(&self, ordinals: &[usize]) -> Result<Option<Arc<Mutex<Communicator>>>> {
+        let mut communicators = self.communicators.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = communicators.get(ordinals) {
+            return Ok(Some(c.clone()));
+        }
+        match Communicator::over(ordinals) {
+            Ok(c) => Ok(Some(communicators.entry(ordinals.to_vec()).or_insert(Arc::new(Mutex::new(c))).clone())),
+            Err(e) if e.code == ErrorCode::NoCuda => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The buffer of `handle`, or `ERR_DISPOSED`.
@@ -87,6 +106,26 @@ impl ResidentStore for GpuStore {
         let buffers = parts.iter().map(|&(h, _, _)| self.get(h)).collect::<Result<Vec<_>>>()?;
         let parts: Vec<(&DeviceBuffer, usize, usize)> = buffers.iter().zip(parts).map(|(b, &(_, offset, len))| (b.as_ref(), offset, len)).collect();
         Ok(self.insert(self.executor()?.concat(device, dtype, &parts)?))
+    }
+
+    fn collective_all_reduce(&self, op: ReduceOp, inputs: &[u64]) -> Result<Option<Vec<u64>>> {
+        let executor = self.executor()?;
+        let buffers = inputs.iter().map(|&h| self.get(h)).collect::<Result<Vec<_>>>()?;
+        let ordinals = buffers.iter().map(|b| executor.mapping().physical_gpu(&b.device)).collect::<Result<Vec<_>>>()?;
+        let mut distinct = ordinals.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // NCCL's ranks are GPUs, and its streams those of the GPUs' primary contexts.
+        if distinct.len() != ordinals.len() || executor.contexts() != Contexts::PerGpu || !libraries().nccl {
+            return Ok(None);
+        }
+        let Some(communicator) = self.communicator(&ordinals)? else { return Ok(None) };
+        // NCCL reduces in place: into copies, on each input's device.
+        let copies = buffers.iter().map(|b| executor.concat(&b.device, b.dtype, &[(b.as_ref(), 0, b.len)])).collect::<Result<Vec<_>>>()?;
+        let (described, mut data): (Vec<(String, DType, usize)>, Vec<CudaSlice<u8>>) = copies.into_iter().map(|c| ((c.device, c.dtype, c.len), c.data)).unzip();
+        let (dtype, len) = (buffers[0].dtype, buffers[0].len);
+        communicator.lock().unwrap_or_else(|e| e.into_inner()).all_reduce_bytes(&mut data, dtype, len, op)?;
+        Ok(Some(described.into_iter().zip(data).map(|((device, dtype, len), data)| self.insert(DeviceBuffer { device, data, dtype, len })).collect()))
     }
 
     fn run_plan(&self, plan: &Plan, op: ReduceOp, inputs: &[u64]) -> Result<Vec<u64>> {

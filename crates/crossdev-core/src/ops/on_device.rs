@@ -5,12 +5,14 @@
 //! itself, any other is its pieces concatenated on each device; each pack is reduced by the op's
 //! own plan, and a result that is not a whole pack is cut out of the reduced packs. The plans
 //! are the host path's, combined in the same order, so the results are its results bit for bit.
+//! NCCL's ring on devices that are distinct GPUs is NCCL itself, where the store has it
+//! ([`ResidentStore::collective_all_reduce`]).
 //! What the host path does not all-reduce (values on devices other than their destinations),
 //! and what it would refuse or treat specially (empty tensors, a tensor not on the device it is
 //! keyed by, sizes that differ between devices, a layout it cannot make), is left to it.
 
 use super::aggregate::devices_match;
-use super::all_reduce::AllReduce;
+use super::all_reduce::{AllReduce, AllReduceAlgorithm};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::reduce_op::ReduceOp;
@@ -104,8 +106,17 @@ impl AllReduce {
                     .map(|(d, row)| Ok(made.keep(made.store.concat(d, dtype, &pieces.iter().map(|x| (row[x.tensor].handle, x.offset, x.len)).collect::<Vec<_>>())?)))
                     .collect::<Result<_>>()?
             };
-            let plan = self.algorithm.plan(devices, dtype, pieces.iter().map(|x| x.len).sum(), index)?;
-            let outs = made.store.run_plan(&plan, op, &inputs)?;
+            let collective = match self.algorithm {
+                AllReduceAlgorithm::Nccl => made.store.collective_all_reduce(op, &inputs)?,
+                AllReduceAlgorithm::HierarchicalCopy => None,
+            };
+            let outs = match collective {
+                Some(outs) => {
+                    crate::log::note(|| format!("pack {index} all-reduced by NCCL"));
+                    outs
+                }
+                None => made.store.run_plan(&*self.algorithm.plan(devices, dtype, pieces.iter().map(|x| x.len).sum(), index)?, op, &inputs)?,
+            };
             reduced.push(outs.into_iter().map(|h| made.keep(h)).collect());
             if !whole {
                 inputs.into_iter().for_each(|h| made.release(h));

@@ -97,14 +97,14 @@ impl Inputs {
 
 /// A result tensor: where it is, and its bytes.
 #[derive(Debug, PartialEq)]
-enum Out {
+pub enum Out {
     Host(Vec<u8>),
     Gpu(Vec<u8>),
 }
 
 /// The result tensors of a response, in order, downloading (and releasing) GPU ones; or the
 /// error code.
-fn outputs(meta: &Json, buffers: &[Buffer]) -> Result<Vec<(String, Out)>, String> {
+pub fn outputs(meta: &Json, buffers: &[Buffer]) -> Result<Vec<(String, Out)>, String> {
     if let Some(code) = error_code(meta) {
         return Err(code);
     }
