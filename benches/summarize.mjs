@@ -185,7 +185,7 @@ lines.push(
   '## Where time goes',
   '',
   "- Small sizes are dominated by the per-call cost (about 100 µs for an asynchronous call on libuv's pool, 15–20 µs for `reduceSync`): JSON request, canonicalising device names, result objects.",
-  '- Large sizes are memory-bound. Results are new buffers; the addon recycles large blocks (`CROSSDEV_POOL_BYTES`, default 2 GiB, oldest evicted first) so that they are not page-faulted in anew on every call, and V8 counts the memory of every result's `ArrayBuffer` so that dropped results are collected promptly (a loop of `…Sync` calls that never yields to the event loop keeps its dropped results until it does).',
+  '- Large sizes are memory-bound. Results are new buffers; the addon recycles large blocks (`CROSSDEV_POOL_BYTES`, default 2 GiB, oldest evicted first) so that they are not page-faulted in anew on every call, and V8 counts the memory of every result `ArrayBuffer` so that dropped results are collected promptly (a loop of `…Sync` calls that never yields to the event loop keeps its dropped results until it does).',
   '- WebAssembly: tensors made by `tensor()` and results live in WebAssembly memory (a shared memory, so views of it survive its growth; dropped ones are freed after garbage collection), so an operation copies nothing in or out; the kernels run on worker threads over that memory (`CROSSDEV_WASM_THREADS`). Left over the native addon: no non-temporal stores in WebAssembly (each output line is read in before it is written), and the collection of dropped results.',
   '',
 );

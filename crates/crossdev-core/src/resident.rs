@@ -7,11 +7,11 @@
 //! [`crate::group::install`]). With no store installed (the WebAssembly backend), every request
 //! that needs one fails with `ERR_NO_CUDA`.
 //!
-//! An all-reduce (`AllReduce`, `NcclAllReduce`, `HierarchicalCopyAllReduce`, any packing) of
-//! GPU tensors on the devices they are keyed by runs where the tensors are: packs are
-//! concatenated in device memory ([`ResidentStore::concat`]), the store runs the op's own plan
-//! for each pack there ([`ResidentStore::run_plan`]) and the results are cut out of the reduced
-//! packs (see [`crate::ops::on_device`]). The plans combine in the order of the host executor,
+//! An all-reduce in this process (`AllReduce`, `CollectiveAllReduce`, `MultiWorkerAllReduce`,
+//! any packing) of GPU tensors on the devices they are keyed by runs where the tensors are:
+//! packs are concatenated in device memory ([`ResidentStore::concat`]), the store runs the op's
+//! own plan for each pack there ([`ResidentStore::run_plan`]) and the results are cut out of the
+//! reduced packs (see [`crate::ops::on_device`]). The plans combine in the order of the host executor,
 //! so results are the host ones bit for bit.
 //!
 //! Every other operation on resident tensors stages through host memory in [`crate::wire`]: each

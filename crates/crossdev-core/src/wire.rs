@@ -5,9 +5,9 @@
 //! dispatch all happen here, the bindings stay a few lines each and behave identically.
 //!
 //! A tensor may also be a GPU tensor of the installed [`resident`] store: `{"gpu": handle}` in
-//! place of `{"buf": index}`, in requests and in responses. An all-reduce of GPU tensors with
-//! whole packs runs in device memory ([`crate::ops::on_device`]); other requests stage such
-//! inputs through host memory (see [`resident`]). Results of a request with GPU inputs whose
+//! place of `{"buf": index}`, in requests and in responses. An all-reduce of GPU tensors in this
+//! process runs in device memory ([`crate::ops::on_device`]); other requests stage such inputs
+//! through host memory (see [`resident`]). Results of a request with GPU inputs whose
 //! device is a GPU come back as new GPU tensors. `upload`, `download`, `release` and `residentUsage` move tensors
 //! to and from the GPU, free them and count them.
 
@@ -25,7 +25,7 @@ use crate::algo::shuffle::build_shuffle_all_reduce;
 use crate::algo::split::{padded_split, ragged_split_tensor, strip_padding};
 use crate::algo::two_level::{build_two_level, FirstLevel, UpperLevel};
 use crate::ops::collective::group_key_id;
-use crate::ops::on_device::ResidentTensor;
+use crate::ops::on_device::{all_reduce_resident, ResidentTensor};
 use crate::ops::{CollectiveAllReduce, MultiWorkerAllReduce};
 use crate::spec::{group_device_names, parse_spec, RawSpec};
 use crate::ops::{Accumulation, AllReduce, AllReduceAlgorithm, CrossDeviceOps, Packing, ReductionToOneDevice};
@@ -406,9 +406,10 @@ fn build_ops(ops: &OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             let acc = Accumulation::parse(accumulation.as_deref().unwrap_or("add_n"))?;
             Ok(Box::new(ReductionToOneDevice::new(reduce_to_device.as_deref(), acc)?))
         }
-        OpsW::AllReduce { .. } | OpsW::NcclAllReduce { .. } | OpsW::HierarchicalCopyAllReduce { .. } => {
-            Ok(Box::new(all_reduce_ops(ops)?.expect("an all-reduce op")))
-        }
+        OpsW::AllReduce { ref algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => Ok(Box::new(AllReduce {
+            algorithm: AllReduceAlgorithm::parse(algorithm)?,
+            packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
+        })),
         OpsW::MultiWorkerAllReduce {
             ref worker_devices,
             num_gpus_per_worker,
@@ -437,21 +438,11 @@ fn build_ops(ops: &OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             };
             Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout, bytes_per_pack }))
         }
+        OpsW::NcclAllReduce { num_packs } => Ok(Box::new(tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce")?)),
+        OpsW::HierarchicalCopyAllReduce { num_packs } => {
+            Ok(Box::new(tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")?))
+        }
     }
-}
-
-/// The [`AllReduce`] that `ops` configures (`AllReduceCrossDeviceOps`, `NcclAllReduce`,
-/// `HierarchicalCopyAllReduce`), or `None` for another op.
-fn all_reduce_ops(ops: &OpsW) -> Result<Option<AllReduce>> {
-    Ok(Some(match *ops {
-        OpsW::AllReduce { ref algorithm, num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group } => AllReduce {
-            algorithm: AllReduceAlgorithm::parse(algorithm)?,
-            packing: Packing::new(num_packs, agg_small_grads_max_bytes, agg_small_grads_max_group)?,
-        },
-        OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce")?,
-        OpsW::HierarchicalCopyAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")?,
-        _ => return Ok(None),
-    }))
 }
 
 /// The per-device value `input` stands for when every tensor of it is a dense GPU tensor.
@@ -470,15 +461,14 @@ fn resident_input(input: &InputW) -> Option<PerDevice<ResidentTensor>> {
 }
 
 /// The response to a reduction of the GPU tensors `pairs` by `ops`, computed in device memory
-/// ([`AllReduce::all_reduce_resident`]) when `ops` is an all-reduce that can; `None` when the
-/// host path serves the request (and checks it).
-fn on_device(ops: &OpsW, op: &str, pairs: Option<Vec<(PerDevice<ResidentTensor>, Destinations)>>, enc: &mut Encoder) -> Result<Option<ResponseW>> {
+/// ([`all_reduce_resident`]) when `ops` all-reduces them in this process; `None` when the host
+/// path serves the request (and checks it).
+fn on_device(ops: &dyn CrossDeviceOps, op: &str, pairs: Option<Vec<(PerDevice<ResidentTensor>, Destinations)>>, enc: &mut Encoder) -> Result<Option<ResponseW>> {
     let (Some(pairs), Some(store), Ok(op)) = (pairs, resident::installed(), ReduceOp::parse(op)) else { return Ok(None) };
-    let Some(ops) = all_reduce_ops(ops)? else { return Ok(None) };
     if pairs.iter().any(|(_, d)| d.validate().is_err()) {
         return Ok(None);
     }
-    let Some(results) = ops.all_reduce_resident(store.as_ref(), op, &pairs)? else { return Ok(None) };
+    let Some(results) = all_reduce_resident(ops, store.as_ref(), op, &pairs)? else { return Ok(None) };
     Ok(Some(ResponseW::Results(
         results
             .into_iter()
@@ -604,10 +594,10 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
     let request = parse(request)?;
     let dec = Decoder { inputs, staged: Cell::new(false) };
     Ok(match &*request {
-        Request::Reduce { ops: ops_w, op, value, destinations: d } => {
+        Request::Reduce { ops, op, value, destinations: d } => {
             // Arguments are checked in TensorFlow's order: the value, the destinations, the op.
-            let ops = build_ops(ops_w)?;
-            if let Some(results) = on_device(ops_w, op, resident_input(value).map(|v| vec![(v, d.clone())]), enc)? {
+            let ops = build_ops(ops)?;
+            if let Some(results) = on_device(ops.as_ref(), op, resident_input(value).map(|v| vec![(v, d.clone())]), enc)? {
                 return Ok(results);
             }
             let value = dec.input(value)?.into_per_device()?;
@@ -616,8 +606,8 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
             enc.to_gpus = dec.staged.get();
             ResponseW::Results(vec![enc.mirrored(m)?])
         }
-        Request::BatchReduce { ops: ops_w, op, pairs } => {
-            let ops = build_ops(ops_w)?;
+        Request::BatchReduce { ops, op, pairs } => {
+            let ops = build_ops(ops)?;
             let resident = pairs.as_ref().and_then(|ps| {
                 ps.iter()
                     .map(|p| match p {
@@ -626,7 +616,7 @@ fn dispatch(request: &str, inputs: &[&[u8]], enc: &mut Encoder) -> Result<Respon
                     })
                     .collect::<Option<Vec<_>>>()
             });
-            if let Some(results) = on_device(ops_w, op, resident, enc)? {
+            if let Some(results) = on_device(ops.as_ref(), op, resident, enc)? {
                 return Ok(results);
             }
             let raw = pairs

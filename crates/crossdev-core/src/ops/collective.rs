@@ -7,9 +7,11 @@
 use super::all_reduce::{group_by_device, ungroup};
 use super::processes::Runner;
 use super::aggregate::{copy_value, devices_match};
-use super::CrossDeviceOps;
+use super::on_device::{PackPlan, Share};
+use super::{AllReduceAlgorithm, CrossDeviceOps};
 use crate::algo::two_level::split_by_task;
 use crate::device::{canonicalize, DeviceSpec};
+use crate::dtype::DType;
 use crate::error::{fail, ErrorCode, Result};
 use crate::pack::{group_by_size, reduce_packs, Layout};
 use crate::reduce_op::ReduceOp;
@@ -77,18 +79,24 @@ impl CollectiveAllReduce {
         }
         let count = grads[0].len();
         crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(devices).unwrap_or_default()));
-        // Packs of variable indices: one per variable, or grouped by size from the last; each
-        // reduced in place (no concatenation) in one process.
+        // Each pack reduced in place (no concatenation) in one process.
+        let layout = self.layout(&grads[0].iter().map(|t| t.num_elements()).collect::<Vec<_>>(), &grads[0].iter().map(|t| t.dtype()).collect::<Vec<_>>());
+        let reduced = reduce_packs(&grads, &layout, |pack| runner.flat_pack(&local, op, pack))?;
+        ungroup(&local, reduced)
+    }
+
+    /// The packs of variables of `counts` elements of `dtypes`: one per variable, or grouped by
+    /// size from the last.
+    fn layout(&self, counts: &[usize], dtypes: &[DType]) -> Layout {
+        let count = counts.len();
         let packs: Vec<Vec<usize>> = if self.bytes_per_pack == 0 {
             (0..count).map(|i| vec![i]).collect()
         } else {
             let reversed: Vec<usize> = (0..count).rev().collect();
-            let bytes: Vec<usize> = reversed.iter().map(|&i| grads[0][i].num_elements() * grads[0][i].dtype().size()).collect();
+            let bytes: Vec<usize> = reversed.iter().map(|&i| counts[i] * dtypes[i].size()).collect();
             group_by_size(&bytes, self.bytes_per_pack).into_iter().map(|g| g.into_iter().map(|k| reversed[k]).collect()).collect()
         };
-        let layout = Layout::groups(&grads[0].iter().map(|t| t.num_elements()).collect::<Vec<_>>(), &packs);
-        let reduced = reduce_packs(&grads, &layout, |pack| runner.flat_pack(&local, op, pack))?;
-        ungroup(&local, reduced)
+        Layout::groups(counts, &packs)
     }
 
     /// Results on `destinations`: a device of the all-reduce keeps its own result; any other
@@ -115,6 +123,15 @@ impl CrossDeviceOps for CollectiveAllReduce {
             return Ok(all);
         }
         Self::redistribute(all, destinations)
+    }
+
+    fn resident_shares<'a>(&'a self, devices: &'a [String], counts: &[usize], dtypes: &[DType]) -> Result<Option<Vec<Share<'a>>>> {
+        // In one process, over the workers it was made for (the host path reports the rest).
+        if crate::group::current().is_some() || devices.len() < 2 || !matches!(split_by_task(devices), Ok(w) if w.len() == self.num_workers) {
+            return Ok(None);
+        }
+        let plan: PackPlan = Box::new(move |dtype, elements, _| AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0));
+        Ok(Some(vec![Share { tensors: (0..counts.len()).collect(), layout: self.layout(counts, dtypes), plan, nccl: true }]))
     }
 
     fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {

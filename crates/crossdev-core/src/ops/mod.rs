@@ -8,6 +8,7 @@ pub mod on_device;
 pub mod processes;
 pub mod reduction_to_one_device;
 
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Input, Mirrored, PerDevice, Value};
@@ -38,6 +39,14 @@ pub trait CrossDeviceOps: Send + Sync {
         pairs: &[(PerDevice<Value>, Destinations)],
     ) -> Result<Vec<Mirrored<Value<'static>>>> {
         pairs.iter().map(|(v, d)| self.reduce_implementation(op, v, d)).collect()
+    }
+
+    /// How this op all-reduces dense tensors of `counts` elements of `dtypes` on `devices` in
+    /// this process, so that GPU tensors are all-reduced where they are ([`on_device`]); `None`
+    /// where GPU tensors stage through the host (by default; ops across processes; arguments the
+    /// host path refuses, which it then reports).
+    fn resident_shares<'a>(&'a self, _devices: &'a [String], _counts: &[usize], _dtypes: &[DType]) -> Result<Option<Vec<on_device::Share<'a>>>> {
+        Ok(None)
     }
 
     /// Copies `value` to the devices of `destinations` (already validated).

@@ -8,12 +8,16 @@
 
 use super::all_reduce::{group_by_device, ungroup, AllReduceDispatch};
 use super::processes::Runner;
-use super::{CrossDeviceOps, Packing};
+use super::on_device::{PackPlan, Share};
+use super::{AllReduceAlgorithm, CrossDeviceOps, Packing};
+use crate::dtype::DType;
 use crate::error::{fail, ErrorCode, Result};
+use crate::plan::Plan;
 use crate::reduce_op::ReduceOp;
 use crate::spec::{aux_devices, group_device_names, sum_grad_plan, AllReduceSpec};
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// All-reduce across the devices of several workers, following a list of specs.
@@ -50,29 +54,44 @@ impl MultiWorkerAllReduce {
     }
 
     fn reduce_share(&self, op: ReduceOp, spec: &AllReduceSpec, runner: &Runner, local: &[String], grads: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor<'static>>>> {
-        let devices = runner.devices(local);
-        let aux = aux_devices(&spec.alg, &self.worker_devices, self.num_gpus_per_worker);
-        let hierarchical = spec.alg.contains('/');
-        let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
-        let groups = group_device_names(&aux, if shuffle { spec.shards } else { 1 })?;
-        let gpu_indices: Vec<usize> = (0..self.num_gpus_per_worker).collect();
         self.packing.around(grads, |pack| {
             if spec.alg == "nccl" {
                 return runner.flat_pack(local, op, pack);
             }
-            let aux_here = if hierarchical { &aux } else { &groups[pack.index() % groups.len()] };
-            let plan = sum_grad_plan(
-                devices,
-                pack.elements(),
-                pack.dtype(),
-                &spec.alg,
-                self.worker_devices.len(),
-                &gpu_indices,
-                aux_here,
-                spec.shards,
-            )?;
+            let plan = self.pack_plan(spec, runner.devices(local), pack.dtype(), pack.elements(), pack.index())?;
             runner.run_pack(&plan, op, pack)
         })
+    }
+
+    /// The plan of `spec` (not `nccl`) reducing pack `index` of `elements` elements of `dtype`
+    /// over `devices` (flat shuffles rotate their gather devices by the pack's index).
+    fn pack_plan(&self, spec: &AllReduceSpec, devices: &[String], dtype: DType, elements: usize, index: usize) -> Result<Plan> {
+        let aux = aux_devices(&spec.alg, &self.worker_devices, self.num_gpus_per_worker);
+        let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
+        let groups = group_device_names(&aux, if shuffle { spec.shards } else { 1 })?;
+        let aux_here = if spec.alg.contains('/') { &aux } else { &groups[index % groups.len()] };
+        let gpu_indices: Vec<usize> = (0..self.num_gpus_per_worker).collect();
+        sum_grad_plan(devices, elements, dtype, &spec.alg, self.worker_devices.len(), &gpu_indices, aux_here, spec.shards)
+    }
+
+    /// The gradients (of `counts` elements, decided on the first device) each spec takes, in
+    /// spec order, skipping specs that take none (`split_grads_by_size`).
+    fn split(&self, counts: &[usize]) -> Vec<(&AllReduceSpec, Vec<usize>)> {
+        let mut remaining: Vec<usize> = (0..counts.len()).collect();
+        let mut shares = Vec::new();
+        for spec in &self.specs {
+            let take: Vec<usize> = if spec.limit < 0 {
+                std::mem::take(&mut remaining)
+            } else {
+                let (small, large) = remaining.iter().partition(|&&i| counts[i] as i64 <= spec.limit);
+                remaining = large;
+                small
+            };
+            if !take.is_empty() {
+                shares.push((spec, take));
+            }
+        }
+        shares
     }
 }
 
@@ -92,21 +111,9 @@ impl AllReduceDispatch for MultiWorkerAllReduce {
             Some(&self.worker_devices),
             self.timeout,
         )?;
-        let count = grads.first().map_or(0, Vec::len);
-        let mut remaining: Vec<usize> = (0..count).collect();
-        let mut reduced: Vec<Vec<Option<Tensor<'static>>>> = grads.iter().map(|_| vec![None; count]).collect();
-        for spec in &self.specs {
-            let take: Vec<usize> = if spec.limit < 0 {
-                std::mem::take(&mut remaining)
-            } else {
-                // `split_grads_by_size`: element counts, decided on the first device.
-                let (small, large) = remaining.iter().partition(|&&i| grads[0][i].num_elements() as i64 <= spec.limit);
-                remaining = large;
-                small
-            };
-            if take.is_empty() {
-                continue;
-            }
+        let counts: Vec<usize> = grads.first().map_or(Vec::new(), |g| g.iter().map(|t| t.num_elements()).collect());
+        let mut reduced: Vec<Vec<Option<Tensor<'static>>>> = grads.iter().map(|_| vec![None; counts.len()]).collect();
+        for (spec, take) in self.split(&counts) {
             crate::log::note(|| format!("MultiWorkerAllReduce: spec {spec:?} takes {} tensors, packing {:?}", take.len(), self.packing));
             let share: Vec<Vec<Tensor>> = grads.iter().map(|g| take.iter().map(|&i| g[i].view()).collect()).collect();
             for (d, per) in self.reduce_share(op, spec, &runner, &devices, &share)?.into_iter().enumerate() {
@@ -123,6 +130,25 @@ impl AllReduceDispatch for MultiWorkerAllReduce {
 impl CrossDeviceOps for MultiWorkerAllReduce {
     fn reduce_implementation(&self, op: ReduceOp, value: &PerDevice<Value>, destinations: &Destinations) -> Result<Mirrored<Value<'static>>> {
         self.dispatch_reduce(op, value, destinations)
+    }
+
+    fn resident_shares<'a>(&'a self, devices: &'a [String], counts: &[usize], dtypes: &[DType]) -> Result<Option<Vec<Share<'a>>>> {
+        if self.across_processes() {
+            return Ok(None);
+        }
+        let mut shares = Vec::new();
+        for (spec, tensors) in self.split(counts) {
+            let (c, d): (Vec<usize>, Vec<DType>) = tensors.iter().map(|&i| (counts[i], dtypes[i])).unzip();
+            let Ok(layout) = self.packing.layout_of(&c, &d) else { return Ok(None) };
+            let nccl = spec.alg == "nccl";
+            let plan: PackPlan = if nccl {
+                Box::new(move |dtype, elements, _| AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0))
+            } else {
+                Box::new(move |dtype, elements, index| Ok(Rc::new(self.pack_plan(spec, devices, dtype, elements, index)?)))
+            };
+            shares.push(Share { tensors, layout, plan, nccl });
+        }
+        Ok(Some(shares))
     }
 
     fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {

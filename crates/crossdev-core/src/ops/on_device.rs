@@ -1,24 +1,29 @@
-//! All-reduce of GPU tensors where they are: [`AllReduce`]'s plans run in device memory by the
+//! All-reduce of GPU tensors where they are: an op's plans run in device memory by the
 //! installed [`ResidentStore`], without staging through the host (see [`crate::resident`]).
 //!
-//! The op's packs are made in device memory: a pack that is one tensor whole is the tensor
-//! itself, any other is its pieces concatenated on each device; each pack is reduced by the op's
-//! own plan, and a result that is not a whole pack is cut out of the reduced packs. The plans
-//! are the host path's, combined in the same order, so the results are its results bit for bit.
-//! NCCL's ring on devices that are distinct GPUs is NCCL itself, where the store has it
-//! ([`ResidentStore::collective_all_reduce`]).
-//! What the host path does not all-reduce (values on devices other than their destinations),
-//! and what it would refuse or treat specially (empty tensors, a tensor not on the device it is
-//! keyed by, sizes that differ between devices, a layout it cannot make), is left to it.
+//! An op that can ([`CrossDeviceOps::resident_shares`]: `AllReduce`, and `CollectiveAllReduce`
+//! and `MultiWorkerAllReduce` in one process) describes how its host path all-reduces in one
+//! process: [`Share`]s of its tensors, each packed by a layout, each pack reduced by a plan. The
+//! packs are made in device memory: a pack that is one tensor whole is the tensor itself, any
+//! other is its pieces concatenated on each device; each pack is reduced by its plan, and a
+//! result that is not a whole pack is cut out of the reduced packs. The plans are the host
+//! path's, combined in the same order, so the results are its results bit for bit. NCCL's ring
+//! on devices that are distinct GPUs is NCCL itself, where the store has it
+//! ([`ResidentStore::collective_all_reduce`]). What the host path does not all-reduce (values on
+//! devices other than their destinations), and what it would refuse or treat specially (empty
+//! tensors, a tensor not on the device it is keyed by, sizes that differ between devices), is
+//! left to it.
 
 use super::aggregate::devices_match;
-use super::all_reduce::{AllReduce, AllReduceAlgorithm};
+use super::CrossDeviceOps;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{fail, ErrorCode, Result};
+use crate::pack::Layout;
+use crate::plan::Plan;
 use crate::reduce_op::ReduceOp;
 use crate::resident::ResidentStore;
-use crate::pack::Layout;
 use crate::values::{Destinations, Mirrored, PerDevice};
+use std::rc::Rc;
 
 /// A GPU tensor of a request: its handle, element type and shape (its device is the one it is
 /// keyed by).
@@ -38,122 +43,149 @@ impl ResidentTensor {
     }
 }
 
-impl AllReduce {
-    /// What [`super::CrossDeviceOps::batch_reduce`] returns for `pairs`, computed in device memory
-    /// by `store`, when the op would all-reduce them (see the module documentation); `Ok(None)`
-    /// when the host path must serve them. The destinations must be valid already.
-    pub fn all_reduce_resident(&self, store: &dyn ResidentStore, op: ReduceOp, pairs: &[(PerDevice<ResidentTensor>, Destinations)]) -> Result<Option<Vec<Mirrored<ResidentTensor>>>> {
-        let Some(first) = pairs.first() else { return Ok(None) };
-        let devices = first.0.devices();
-        if devices.is_empty() {
+/// The plan reducing pack `index` of `elements` elements of `dtype`, over the op's devices.
+pub type PackPlan<'a> = Box<dyn Fn(DType, usize, usize) -> Result<Rc<Plan>> + 'a>;
+
+/// Tensors that an op all-reduces together in one process: packed by `layout`, each pack reduced
+/// by `plan`.
+pub struct Share<'a> {
+    /// The tensors (indices into the op's list), in the order `layout` numbers them.
+    pub tensors: Vec<usize>,
+    /// The packs of the share's tensors.
+    pub layout: Layout,
+    /// Each pack's plan.
+    pub plan: PackPlan<'a>,
+    /// Whether the plans are NCCL's ring (NCCL itself reduces the packs where the store has it).
+    pub nccl: bool,
+}
+
+/// What `ops.batch_reduce(op, pairs)` returns, computed in device memory by `store` when `ops`
+/// would all-reduce the pairs in this process (see the module documentation); `Ok(None)` when
+/// the host path must serve them. The destinations must be valid already.
+pub fn all_reduce_resident(ops: &dyn CrossDeviceOps, store: &dyn ResidentStore, op: ReduceOp, pairs: &[(PerDevice<ResidentTensor>, Destinations)]) -> Result<Option<Vec<Mirrored<ResidentTensor>>>> {
+    let Some(first) = pairs.first() else { return Ok(None) };
+    let devices = first.0.devices();
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    // What every op's host path all-reduces: every value on the devices of its destinations,
+    // all on the devices of the first.
+    for (value, destinations) in pairs {
+        if !devices_match(value, destinations)? || !devices_match(value, &Destinations::Values(devices.clone()))? {
             return Ok(None);
         }
-        // What the host path all-reduces (`AllReduceDispatch::dispatch_batch`): every value on
-        // the devices of its destinations, all on the devices of the first.
-        for (value, destinations) in pairs {
-            if !devices_match(value, destinations)? || !devices_match(value, &Destinations::Values(devices.clone()))? {
+    }
+    // grads[device][tensor], in the order of the first value's devices.
+    let grads: Vec<Vec<&ResidentTensor>> = devices.iter().map(|d| pairs.iter().map(|(v, _)| v.get(d)).collect::<Result<_>>()).collect::<Result<_>>()?;
+    let counts: Vec<usize> = grads[0].iter().map(|t| t.elements()).collect();
+    let dtypes: Vec<DType> = grads[0].iter().map(|t| t.dtype).collect();
+    for (device, row) in devices.iter().zip(&grads) {
+        for (t, (&n, &dtype)) in row.iter().zip(counts.iter().zip(&dtypes)) {
+            let Ok(held) = store.describe(t.handle) else { return Ok(None) };
+            if t.elements() != n || t.dtype != dtype || held.len != n || held.dtype != dtype || held.device != *device || n == 0 {
                 return Ok(None);
             }
         }
-        // grads[device][tensor], in the order of the first value's devices.
-        let grads: Vec<Vec<&ResidentTensor>> = devices.iter().map(|d| pairs.iter().map(|(v, _)| v.get(d)).collect::<Result<_>>()).collect::<Result<_>>()?;
-        let counts: Vec<usize> = grads[0].iter().map(|t| t.elements()).collect();
-        let dtypes: Vec<DType> = grads[0].iter().map(|t| t.dtype).collect();
-        for (device, row) in devices.iter().zip(&grads) {
-            for (t, (&n, &dtype)) in row.iter().zip(counts.iter().zip(&dtypes)) {
-                let Ok(held) = store.describe(t.handle) else { return Ok(None) };
-                if t.elements() != n || t.dtype != dtype || held.len != n || held.dtype != dtype || held.device != *device || n == 0 {
-                    return Ok(None);
-                }
-            }
-        }
-        let Ok(layout) = self.packing.layout_of(&counts, &dtypes) else { return Ok(None) };
-        let mut made = Made { store, handles: Vec::new() };
-        let results = self.reduce_packs(&mut made, op, &devices, &grads, &layout, &dtypes)?;
-        made.handles.clear();
-        Ok(Some(
-            results
-                .into_iter()
-                .enumerate()
-                .map(|(t, per_device)| {
-                    Mirrored::new(devices.iter().zip(per_device).zip(&grads).map(|((d, handle), row)| (d.clone(), ResidentTensor { handle, dtype: dtypes[t], shape: row[t].shape.clone() })))
-                })
-                .collect::<Result<_>>()?,
-        ))
     }
-
-    /// Reduces the packs of `layout` over `grads[device][tensor]` in device memory; returns each
-    /// tensor's result handles per device, and releases every other handle it made.
-    fn reduce_packs(&self, made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<&ResidentTensor>], layout: &Layout, dtypes: &[DType]) -> Result<Vec<Vec<u64>>> {
-        let counts = layout.counts();
-        // The reduced packs, per pack and device.
-        let mut reduced: Vec<Vec<u64>> = Vec::with_capacity(layout.packs().len());
-        for (index, pieces) in layout.packs().iter().enumerate() {
-            let Some(first) = pieces.first() else {
-                // An empty pack (more packs than elements) holds nothing to reduce.
-                reduced.push(Vec::new());
-                continue;
-            };
-            let dtype = dtypes[first.tensor];
-            let whole = matches!(pieces.as_slice(), [x] if x.len == counts[x.tensor]);
-            crate::log::note(|| format!("AllReduce({}) of pack {index} ({} pieces) in device memory", self.algorithm.name(), pieces.len()));
-            let inputs: Vec<u64> = if whole {
-                grads.iter().map(|row| row[first.tensor].handle).collect()
-            } else {
-                devices
-                    .iter()
-                    .zip(grads)
-                    .map(|(d, row)| Ok(made.keep(made.store.concat(d, dtype, &pieces.iter().map(|x| (row[x.tensor].handle, x.offset, x.len)).collect::<Vec<_>>())?)))
-                    .collect::<Result<_>>()?
-            };
-            let collective = match self.algorithm {
-                AllReduceAlgorithm::Nccl => made.store.collective_all_reduce(op, &inputs)?,
-                AllReduceAlgorithm::HierarchicalCopy => None,
-            };
-            let outs = match collective {
-                Some(outs) => {
-                    crate::log::note(|| format!("pack {index} all-reduced by NCCL"));
-                    outs
-                }
-                None => made.store.run_plan(&*self.algorithm.plan(devices, dtype, pieces.iter().map(|x| x.len).sum(), index)?, op, &inputs)?,
-            };
-            reduced.push(outs.into_iter().map(|h| made.keep(h)).collect());
-            if !whole {
-                inputs.into_iter().for_each(|h| made.release(h));
-            }
+    let Some(shares) = ops.resident_shares(&devices, &counts, &dtypes)? else { return Ok(None) };
+    let mut made = Made { store, handles: Vec::new() };
+    let mut results: Vec<Option<Vec<u64>>> = vec![None; counts.len()];
+    for share in &shares {
+        let rows: Vec<Vec<&ResidentTensor>> = grads.iter().map(|row| share.tensors.iter().map(|&t| row[t]).collect()).collect();
+        let kinds: Vec<DType> = share.tensors.iter().map(|&t| dtypes[t]).collect();
+        for (&t, per_device) in share.tensors.iter().zip(reduce_packs(&mut made, op, &devices, &rows, share, &kinds)?) {
+            results[t] = Some(per_device);
         }
-        // Each tensor's result: a whole pack as it is, else its pieces cut out of the packs.
-        let mut pieces_of: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); counts.len()];
-        for (p, pieces) in layout.packs().iter().enumerate() {
-            let mut at = 0;
-            for x in pieces {
-                pieces_of[x.tensor].push((p, at, x.len));
-                at += x.len;
-            }
-        }
-        let mut used = vec![false; reduced.len()];
-        let results = pieces_of
-            .iter()
+    }
+    let results: Vec<Vec<u64>> = match results.into_iter().collect::<Option<_>>() {
+        Some(r) => r,
+        None => return fail(ErrorCode::Internal, "a tensor in no share of the all-reduce"),
+    };
+    made.handles.clear();
+    Ok(Some(
+        results
+            .into_iter()
             .enumerate()
-            .map(|(t, parts)| match parts.as_slice() {
-                &[(p, 0, len)] if len == counts[t] && layout.packs()[p].len() == 1 => {
-                    used[p] = true;
-                    Ok(reduced[p].clone())
-                }
-                _ => devices
-                    .iter()
-                    .enumerate()
-                    .map(|(d, device)| Ok(made.keep(made.store.concat(device, dtypes[t], &parts.iter().map(|&(p, at, len)| (reduced[p][d], at, len)).collect::<Vec<_>>())?)))
-                    .collect(),
+            .map(|(t, per_device)| {
+                Mirrored::new(devices.iter().zip(per_device).zip(&grads).map(|((d, handle), row)| (d.clone(), ResidentTensor { handle, dtype: dtypes[t], shape: row[t].shape.clone() })))
             })
-            .collect::<Result<Vec<Vec<u64>>>>()?;
-        for (p, handles) in reduced.into_iter().enumerate() {
-            if !used[p] {
-                handles.into_iter().for_each(|h| made.release(h));
+            .collect::<Result<_>>()?,
+    ))
+}
+
+/// Reduces the packs of `share` over `grads[device][tensor]` (the share's tensors, of `dtypes`)
+/// in device memory; returns each tensor's result handles per device, and releases every other
+/// handle it made.
+fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<&ResidentTensor>], share: &Share, dtypes: &[DType]) -> Result<Vec<Vec<u64>>> {
+    let layout = &share.layout;
+    let counts = layout.counts();
+    // The reduced packs, per pack and device.
+    let mut reduced: Vec<Vec<u64>> = Vec::with_capacity(layout.packs().len());
+    for (index, pieces) in layout.packs().iter().enumerate() {
+        let Some(first) = pieces.first() else {
+            // An empty pack (more packs than elements) holds nothing to reduce.
+            reduced.push(Vec::new());
+            continue;
+        };
+        let dtype = dtypes[first.tensor];
+        let whole = matches!(pieces.as_slice(), [x] if x.len == counts[x.tensor]);
+        let inputs: Vec<u64> = if whole {
+            grads.iter().map(|row| row[first.tensor].handle).collect()
+        } else {
+            devices
+                .iter()
+                .zip(grads)
+                .map(|(d, row)| Ok(made.keep(made.store.concat(d, dtype, &pieces.iter().map(|x| (row[x.tensor].handle, x.offset, x.len)).collect::<Vec<_>>())?)))
+                .collect::<Result<_>>()?
+        };
+        let collective = if share.nccl { made.store.collective_all_reduce(op, &inputs)? } else { None };
+        let outs = match collective {
+            Some(outs) => {
+                crate::log::note(|| format!("pack {index} ({} pieces) all-reduced by NCCL in device memory", pieces.len()));
+                outs
             }
+            None => {
+                let plan = (share.plan)(dtype, pieces.iter().map(|x| x.len).sum(), index)?;
+                crate::log::note(|| format!("pack {index} ({} pieces) all-reduced by the {} plan in device memory", pieces.len(), plan.algorithm));
+                made.store.run_plan(&plan, op, &inputs)?
+            }
+        };
+        reduced.push(outs.into_iter().map(|h| made.keep(h)).collect());
+        if !whole {
+            inputs.into_iter().for_each(|h| made.release(h));
         }
-        Ok(results)
     }
+    // Each tensor's result: a whole pack as it is, else its pieces cut out of the packs.
+    let mut pieces_of: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); counts.len()];
+    for (p, pieces) in layout.packs().iter().enumerate() {
+        let mut at = 0;
+        for x in pieces {
+            pieces_of[x.tensor].push((p, at, x.len));
+            at += x.len;
+        }
+    }
+    let mut used = vec![false; reduced.len()];
+    let results = pieces_of
+        .iter()
+        .enumerate()
+        .map(|(t, parts)| match parts.as_slice() {
+            &[(p, 0, len)] if len == counts[t] && layout.packs()[p].len() == 1 => {
+                used[p] = true;
+                Ok(reduced[p].clone())
+            }
+            _ => devices
+                .iter()
+                .enumerate()
+                .map(|(d, device)| Ok(made.keep(made.store.concat(device, dtypes[t], &parts.iter().map(|&(p, at, len)| (reduced[p][d], at, len)).collect::<Vec<_>>())?)))
+                .collect(),
+        })
+        .collect::<Result<Vec<Vec<u64>>>>()?;
+    for (p, handles) in reduced.into_iter().enumerate() {
+        if !used[p] {
+            handles.into_iter().for_each(|h| made.release(h));
+        }
+    }
+    Ok(results)
 }
 
 /// The handles an all-reduce in device memory has made and not yet released: all released if it

@@ -315,27 +315,32 @@ fn reduced_in_device_memory(request: &Json) -> usize {
 }
 
 /// All-reduces of GPU tensors onto their own devices run in device memory, one plan per pack,
-/// whatever the packing; other reductions stage through the host. (The results are checked
-/// against host tensors bit for bit by [`check_every_op`], which runs the same ops.)
+/// whatever the op (in one process) and its packing; other reductions stage through the host.
+/// (The results are checked against host tensors bit for bit by [`check_every_op`], which runs
+/// the same ops.)
 pub fn check_in_device_memory() {
     let before = usage();
     let devices = gpus(8);
-    let mut handles = Vec::new();
-    let mut tensor = |device: &str, shape: &[usize], seed: usize| {
+    let handles = std::cell::RefCell::new(Vec::new());
+    let tensor = |device: &str, shape: &[usize], seed: usize| {
         let n: usize = shape.iter().product();
         let xs: Vec<f32> = (0..n).map(|i| ((i * 7 + seed * 13) % 11) as f32 - 5.0).collect();
         let h = upload(device, DType::Float32, shape, bytemuck::cast_slice(&xs)).expect("upload");
-        handles.push(h);
+        handles.borrow_mut().push(h);
         json!({"gpu": h, "dtype": "float32", "shape": shape})
     };
-    let pairs: Vec<Json> = SHAPES
-        .iter()
-        .enumerate()
-        .map(|(v, shape)| {
-            let per: Vec<Json> = devices.iter().enumerate().map(|(d, dev)| json!([dev, {"dense": tensor(dev, shape, v * 31 + d)}])).collect();
-            json!({"pair": [{"perDevice": per}, {"values": devices}]})
-        })
-        .collect();
+    // A pair per variable of SHAPES, each GPU tensor on its device, onto the same devices.
+    let pairs_on = |devices: &[String]| -> Vec<Json> {
+        SHAPES
+            .iter()
+            .enumerate()
+            .map(|(v, shape)| {
+                let per: Vec<Json> = devices.iter().enumerate().map(|(d, dev)| json!([dev, {"dense": tensor(dev, shape, v * 31 + d)}])).collect();
+                json!({"pair": [{"perDevice": per}, {"values": devices}]})
+            })
+            .collect()
+    };
+    let pairs = pairs_on(&devices);
     let value = pairs[0]["pair"][0].clone();
     let batch = |ops: Json| json!({"call": "batchReduce", "ops": ops, "op": "SUM", "pairs": pairs});
     let nccl = |packs: i64| json!({"kind": "NcclAllReduce", "numPacks": packs});
@@ -353,13 +358,27 @@ pub fn check_in_device_memory() {
     let own = json!({"values": devices});
     assert_eq!(reduced_in_device_memory(&reduce(nccl(1), own.clone())), 1);
     assert_eq!(reduced_in_device_memory(&reduce(nccl(2), own.clone())), 2);
-    // Reductions elsewhere than the values' own devices, and other ops, stage.
+    // Reductions elsewhere than the values' own devices, and reduction to one device, stage.
     assert_eq!(reduced_in_device_memory(&reduce(nccl(0), json!({"device": "/gpu:0"}))), 0);
     assert_eq!(reduced_in_device_memory(&batch(json!({"kind": "ReductionToOneDevice", "reduceToDevice": null, "accumulation": null}))), 0);
     // A tensor keyed by a device other than its own is read where it is: through the host.
     let swapped = json!({"perDevice": [[devices[0], value["perDevice"][1][1]], [devices[1], value["perDevice"][0][1]]]});
     assert_eq!(reduced_in_device_memory(&json!({"call": "reduce", "ops": nccl(0), "op": "SUM", "value": swapped, "destinations": {"values": [devices[0], devices[1]]}})), 0);
-    for h in handles {
+    for h in handles.borrow_mut().drain(..) {
+        release(h);
+    }
+    // The cross-worker ops in one process: a collective per variable (or per group of bytes),
+    // and each spec's share of the variables (small ones by the first spec), packed or not.
+    let workers: Vec<String> = (0..2).map(|w| format!("/job:worker/replica:0/task:{w}")).collect();
+    let pairs = pairs_on(&worker_gpus(2, 4));
+    let batch = |ops: Json| json!({"call": "batchReduce", "ops": ops, "op": "SUM", "pairs": pairs});
+    let collective = |bytes: usize| json!({"kind": "CollectiveAllReduce", "numWorkers": 2, "numGpusPerWorker": 4, "allReduceMergeScope": 32, "timeoutSeconds": null, "bytesPerPack": bytes});
+    assert_eq!(reduced_in_device_memory(&batch(collective(0))), SHAPES.len());
+    assert_eq!(reduced_in_device_memory(&batch(collective(1000))), 1);
+    let multi = |spec: Json, packs: i64| json!({"kind": "MultiWorkerAllReduce", "workerDevices": workers, "numGpusPerWorker": 4, "allReduceSpec": spec, "numPacks": packs, "aggSmallGradsMaxBytes": 0, "aggSmallGradsMaxGroup": 10, "timeoutSeconds": null});
+    assert_eq!(reduced_in_device_memory(&batch(multi(json!("nccl/xring"), 0))), SHAPES.len());
+    assert_eq!(reduced_in_device_memory(&batch(multi(json!([["pscpu", 2, 10], ["xring", 2, -1]]), 1))), 2);
+    for h in handles.into_inner() {
         release(h);
     }
     assert_eq!(usage(), before, "every handle is released");
