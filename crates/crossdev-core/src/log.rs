@@ -25,3 +25,9 @@ pub fn note(line: impl FnOnce() -> String) {
         }
     });
 }
+
+/// Whether lines are being collected on this thread (work that would note lines on other
+/// threads runs on this one instead, so that none is lost).
+pub fn enabled() -> bool {
+    LINES.with(|l| l.borrow().is_some())
+}

@@ -142,7 +142,7 @@ impl PlanW {
                 build_hierarchical_copy(devices, *elements, dt(dtype)?, index.unwrap_or(0))
             }
             PlanW::ReduceToOne { devices, elements, dtype } => build_reduce_to_one(devices, *elements, dt(dtype)?),
-            PlanW::Nccl { devices, elements, dtype } => AllReduceAlgorithm::Nccl.plan(devices, dt(dtype)?, *elements, 0).map(Rc::unwrap_or_clone),
+            PlanW::Nccl { devices, elements, dtype } => AllReduceAlgorithm::Nccl.plan(devices, dt(dtype)?, *elements, 0).map(std::sync::Arc::unwrap_or_clone),
             PlanW::NcclXring { devices, elements, dtype, num_subchunks } => {
                 build_two_level(devices, *elements, dt(dtype)?, &FirstLevel::Nccl, &UpperLevel::Ring(num_subchunks.unwrap_or(1)))
             }

@@ -14,7 +14,7 @@ use crossdev_core::algo::shuffle::build_shuffle_all_reduce;
 use crossdev_core::algo::two_level::{build_two_level, FirstLevel, UpperLevel};
 use crossdev_core::kernels::cast::from_f64;
 use crossdev_core::ops::{AllReduce, AllReduceAlgorithm, CollectiveAllReduce, CrossDeviceOps, Packing};
-use crossdev_core::pack::{group_by_size, reduce_packs, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout};
+use crossdev_core::pack::{group_by_size, reduce_packs, reduce_packs_concurrently, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout, Pack};
 use crossdev_core::plan::{host, Plan};
 use crossdev_core::values::{Destinations, PerDevice};
 use crossdev_core::{Buffer, DType, ReduceOp, Result, Tensor, Value};
@@ -73,9 +73,16 @@ fn concrete(grads: &[Vec<Tensor>], layout: &Layout, plan: &dyn Fn(DType, usize, 
 
 /// In place through `layout` and concretely: both fail, or both give the same bytes and the
 /// gradients' shapes.
-fn check(what: &str, grads: &[Vec<Tensor>], layout: &Layout, plan: &dyn Fn(DType, usize, usize) -> Result<Plan>, op: ReduceOp) {
+/// Reduces the packs of `layout` in place, one after another and concurrently, and checks both
+/// against the concrete packs.
+fn check(what: &str, grads: &[Vec<Tensor>], layout: &Layout, plan: &(dyn Fn(DType, usize, usize) -> Result<Plan> + Sync), op: ReduceOp) {
+    let reduce = |pack: &mut Pack| pack.run(&plan(pack.dtype(), pack.elements(), pack.index())?, op);
+    check_one(&format!("{what}, in order"), grads, layout, plan, op, reduce_packs(grads, layout, reduce));
+    check_one(&format!("{what}, concurrently"), grads, layout, plan, op, reduce_packs_concurrently(grads, layout, reduce));
+}
+
+fn check_one(what: &str, grads: &[Vec<Tensor>], layout: &Layout, plan: &dyn Fn(DType, usize, usize) -> Result<Plan>, op: ReduceOp, got: Result<Vec<Vec<Tensor<'static>>>>) {
     let want = concrete(grads, layout, plan, op);
-    let got = reduce_packs(grads, layout, |pack| pack.run(&plan(pack.dtype(), pack.elements(), pack.index())?, op));
     match (want, got) {
         (Ok(want), Ok(got)) => {
             for (d, (w, g)) in want.iter().zip(&got).enumerate() {
@@ -97,8 +104,8 @@ fn devices(names: &[&str]) -> Vec<String> {
 
 /// The algorithms, each as a plan builder over `devs` (name, column-separable).
 #[allow(clippy::type_complexity)]
-fn algorithms(devs: &[String], two_level: bool) -> Vec<(String, Box<dyn Fn(DType, usize, usize) -> Result<Plan>>)> {
-    let mut all: Vec<(String, Box<dyn Fn(DType, usize, usize) -> Result<Plan>>)> = Vec::new();
+fn algorithms(devs: &[String], two_level: bool) -> Vec<(String, Box<dyn Fn(DType, usize, usize) -> Result<Plan> + Sync>)> {
+    let mut all: Vec<(String, Box<dyn Fn(DType, usize, usize) -> Result<Plan> + Sync>)> = Vec::new();
     let n = devs.len();
     let d = devs.to_vec();
     for s in 1..=2.min(n) {
@@ -110,7 +117,7 @@ fn algorithms(devs: &[String], two_level: bool) -> Vec<(String, Box<dyn Fn(DType
     let d2 = d.clone();
     all.push(("reduce_to_one".into(), Box::new(move |dt, e, _| build_reduce_to_one(&d2, e, dt))));
     let d2 = d.clone();
-    all.push(("nccl op plan".into(), Box::new(move |dt, e, i| AllReduceAlgorithm::Nccl.plan(&d2, dt, e, i).map(std::rc::Rc::unwrap_or_clone))));
+    all.push(("nccl op plan".into(), Box::new(move |dt, e, i| AllReduceAlgorithm::Nccl.plan(&d2, dt, e, i).map(std::sync::Arc::unwrap_or_clone))));
     if n.is_power_of_two() {
         let d2 = d.clone();
         all.push(("rechd".into(), Box::new(move |dt, e, _| build_recursive_hd_all_reduce(&d2, e, dt))));
@@ -300,7 +307,7 @@ fn collective_bytes_per_pack_equals_concatenated_groups() {
             } else {
                 group_by_size(&reversed.iter().map(|&i| counts[i] * dtype.size()).collect::<Vec<_>>(), bytes_per_pack).into_iter().map(|g| g.into_iter().map(|k| reversed[k]).collect()).collect()
             };
-            let want = concrete(&grads, &Layout::groups(&counts, &groups), &|dt, e, _| AllReduceAlgorithm::Nccl.plan(&devs, dt, e, 0).map(std::rc::Rc::unwrap_or_clone), op).unwrap();
+            let want = concrete(&grads, &Layout::groups(&counts, &groups), &|dt, e, _| AllReduceAlgorithm::Nccl.plan(&devs, dt, e, 0).map(std::sync::Arc::unwrap_or_clone), op).unwrap();
             let got = batch_bytes(&ops, &devs, &grads, op);
             for (d, (w, g)) in want.iter().zip(&got).enumerate() {
                 for (t, (w, g)) in w.iter().zip(g).enumerate() {

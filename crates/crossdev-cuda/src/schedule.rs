@@ -168,7 +168,7 @@ mod tests {
                 plans.push(build_shuffle_all_reduce(&devices, &devices[..2], elements, DType::Float32).unwrap());
                 plans.push(build_hierarchical_copy(&devices, elements, DType::Float32, 3).unwrap());
                 plans.push(build_reduce_to_one(&devices, elements, DType::Float32).unwrap());
-                plans.push(std::rc::Rc::unwrap_or_clone(AllReduceAlgorithm::Nccl.plan(&devices, DType::Float32, elements, 0).unwrap()));
+                plans.push(std::sync::Arc::unwrap_or_clone(AllReduceAlgorithm::Nccl.plan(&devices, DType::Float32, elements, 0).unwrap()));
                 if n.is_power_of_two() && elements.is_multiple_of(n) {
                     plans.push(build_recursive_hd_all_reduce(&devices, elements, DType::Float32).unwrap());
                 }

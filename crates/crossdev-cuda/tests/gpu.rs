@@ -47,7 +47,7 @@ fn plans(devices: &[String], elements: usize, dtype: DType) -> Vec<Plan> {
         build_shuffle_all_reduce(devices, &devices[..2], elements, dtype).unwrap(),
         build_hierarchical_copy(devices, elements, dtype, 3).unwrap(),
         build_reduce_to_one(devices, elements, dtype).unwrap(),
-        std::rc::Rc::unwrap_or_clone(AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0).unwrap()),
+        std::sync::Arc::unwrap_or_clone(AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0).unwrap()),
     ];
     if n >= 4 && shuffled.iter().collect::<std::collections::BTreeSet<_>>().len() == n {
         // Rings with subchunks, in a shuffled order.

@@ -10,18 +10,17 @@ use crate::algo::hierarchical_copy::hierarchical_copy;
 use crate::algo::ring::{ring, ring_permutations};
 use crate::algo::start;
 use crate::error::{fail, ErrorCode, Result};
-use crate::pack::{check_isomorphic, reduce_packs, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout, Pack};
+use crate::pack::{check_isomorphic, reduce_packs, reduce_packs_concurrently, AggregateSmallTensorPacker, ConcatAndSplitPacker, Layout, Pack};
 use crate::dtype::DType;
 use crate::memo::Memo;
 use crate::plan::{host, Plan, Step};
 use crate::reduce_op::ReduceOp;
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// The weight of the plans [`AllReduceAlgorithm::plan`] remembers per thread (about the bytes of
-/// their steps).
+/// The weight of the plans [`AllReduceAlgorithm::plan`] remembers (about the bytes of their
+/// steps).
 const PLAN_BYTES: usize = 16 << 20;
 
 /// The all-reduce algorithm of [`AllReduce`].
@@ -54,13 +53,13 @@ impl AllReduceAlgorithm {
         }
     }
 
-    /// The plan reducing pack `index` of `elements` elements over `devices`, remembered per
-    /// thread: a training loop reduces the same gradients step after step, and building and
-    /// checking a plan for a small pack takes longer than reducing it.
-    pub fn plan(self, devices: &[String], dtype: DType, elements: usize, index: usize) -> Result<Rc<Plan>> {
-        thread_local! {
-            static PLANS: RefCell<Memo<Rc<Plan>>> = RefCell::new(Memo::new(PLAN_BYTES));
-        }
+    /// The plan reducing pack `index` of `elements` elements over `devices`, remembered for the
+    /// process (packs reduced concurrently share it): a training loop reduces the same gradients
+    /// step after step, and building and checking a plan for a small pack takes longer than
+    /// reducing it.
+    pub fn plan(self, devices: &[String], dtype: DType, elements: usize, index: usize) -> Result<Arc<Plan>> {
+        static PLANS: OnceLock<Mutex<Memo<Arc<Plan>>>> = OnceLock::new();
+        let plans = || PLANS.get_or_init(|| Mutex::new(Memo::new(PLAN_BYTES))).lock().unwrap_or_else(|e| e.into_inner());
         // Only hierarchical copy's plans depend on the pack's index (it rotates the roots).
         let index = if self == AllReduceAlgorithm::HierarchicalCopy { index } else { 0 };
         let mut key = format!("{}/{}/{elements}/{index}", self.name(), dtype.name());
@@ -68,12 +67,12 @@ impl AllReduceAlgorithm {
             key.push('/');
             key.push_str(d);
         }
-        if let Some(plan) = PLANS.with(|m| m.borrow().get(&key)) {
+        if let Some(plan) = plans().get(&key) {
             return Ok(plan);
         }
-        let plan = Rc::new(self.build(devices, dtype, elements, index)?);
+        let plan = Arc::new(self.build(devices, dtype, elements, index)?);
         let weight = key.len() + std::mem::size_of::<Step>() * plan.stages.iter().map(Vec::len).sum::<usize>();
-        PLANS.with(|m| m.borrow_mut().insert(&key, plan.clone(), weight));
+        plans().insert(&key, plan.clone(), weight);
         Ok(plan)
     }
 
@@ -239,7 +238,7 @@ impl AllReduceDispatch for AllReduce {
     fn batch_all_reduce(&self, op: ReduceOp, values: &[&PerDevice<Value>]) -> Result<Vec<Mirrored<Value<'static>>>> {
         let (devices, grads) = group_by_device(values)?;
         crate::log::note(|| format!("AllReduce({}): {} tensors, packing {:?}", self.algorithm.name(), values.len(), self.packing));
-        let reduced = self.packing.around(&grads, |pack| {
+        let reduced = reduce_packs_concurrently(&grads, &self.packing.layout(&grads)?, |pack| {
             let plan = self.algorithm.plan(&devices, pack.dtype(), pack.elements(), pack.index())?;
             pack.run(&plan, op)
         })?;
@@ -272,10 +271,10 @@ mod tests {
         let devices: Vec<String> = (0..4).map(|d| format!("/cpu:{d}")).collect();
         let nccl = |e, i| AllReduceAlgorithm::Nccl.plan(&devices, DType::Float32, e, i).unwrap();
         let hc = |i| AllReduceAlgorithm::HierarchicalCopy.plan(&devices, DType::Float32, 64, i).unwrap();
-        assert!(Rc::ptr_eq(&nccl(64, 0), &nccl(64, 0)));
+        assert!(Arc::ptr_eq(&nccl(64, 0), &nccl(64, 0)));
         // NCCL's ring does not depend on the pack's index; hierarchical copy rotates its roots by it.
-        assert!(Rc::ptr_eq(&nccl(64, 0), &nccl(64, 3)));
-        assert!(!Rc::ptr_eq(&hc(0), &hc(1)));
+        assert!(Arc::ptr_eq(&nccl(64, 0), &nccl(64, 3)));
+        assert!(!Arc::ptr_eq(&hc(0), &hc(1)));
         assert_ne!(*hc(0), *hc(1));
         assert_eq!(nccl(65, 0).elements, 65);
         assert_eq!(AllReduceAlgorithm::Nccl.plan(&devices, DType::Float64, 64, 0).unwrap().dtype, DType::Float64);

@@ -13,7 +13,7 @@ use crate::algo::two_level::split_by_task;
 use crate::device::{canonicalize, DeviceSpec};
 use crate::dtype::DType;
 use crate::error::{fail, ErrorCode, Result};
-use crate::pack::{group_by_size, reduce_packs, Layout};
+use crate::pack::{group_by_size, reduce_packs, reduce_packs_concurrently, Layout, Pack};
 use crate::reduce_op::ReduceOp;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
 use std::time::Duration;
@@ -79,9 +79,14 @@ impl CollectiveAllReduce {
         }
         let count = grads[0].len();
         crate::log::note(|| format!("CollectiveAllReduce: {count} tensors over {} devices of {workers} workers, group {}", devices.len(), group_key_id(devices).unwrap_or_default()));
-        // Each pack reduced in place (no concatenation) in one process.
+        // Each pack reduced in place (no concatenation) in one process, the packs concurrently;
+        // across processes in the same order on every rank.
         let layout = self.layout(&grads[0].iter().map(|t| t.num_elements()).collect::<Vec<_>>(), &grads[0].iter().map(|t| t.dtype()).collect::<Vec<_>>());
-        let reduced = reduce_packs(&grads, &layout, |pack| runner.flat_pack(&local, op, pack))?;
+        let reduce = |pack: &mut Pack| runner.flat_pack(&local, op, pack);
+        let reduced = match runner {
+            Runner::Local => reduce_packs_concurrently(&grads, &layout, reduce)?,
+            Runner::Processes { .. } => reduce_packs(&grads, &layout, reduce)?,
+        };
         ungroup(&local, reduced)
     }
 

@@ -17,7 +17,7 @@ use crate::reduce_op::ReduceOp;
 use crate::spec::{aux_devices, group_device_names, sum_grad_plan, AllReduceSpec};
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// All-reduce across the devices of several workers, following a list of specs.
@@ -144,7 +144,7 @@ impl CrossDeviceOps for MultiWorkerAllReduce {
             let plan: PackPlan = if nccl {
                 Box::new(move |dtype, elements, _| AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0))
             } else {
-                Box::new(move |dtype, elements, index| Ok(Rc::new(self.pack_plan(spec, devices, dtype, elements, index)?)))
+                Box::new(move |dtype, elements, index| Ok(Arc::new(self.pack_plan(spec, devices, dtype, elements, index)?)))
             };
             shares.push(Share { tensors, layout, plan, nccl });
         }

@@ -23,7 +23,7 @@ use crate::plan::Plan;
 use crate::reduce_op::ReduceOp;
 use crate::resident::ResidentStore;
 use crate::values::{Destinations, Mirrored, PerDevice};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A GPU tensor of a request: its handle, element type and shape (its device is the one it is
 /// keyed by).
@@ -44,7 +44,7 @@ impl ResidentTensor {
 }
 
 /// The plan reducing pack `index` of `elements` elements of `dtype`, over the op's devices.
-pub type PackPlan<'a> = Box<dyn Fn(DType, usize, usize) -> Result<Rc<Plan>> + 'a>;
+pub type PackPlan<'a> = Box<dyn Fn(DType, usize, usize) -> Result<Arc<Plan>> + 'a>;
 
 /// Tensors that an op all-reduces together in one process: packed by `layout`, each pack reduced
 /// by `plan`.

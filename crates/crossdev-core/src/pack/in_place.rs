@@ -147,20 +147,76 @@ fn check_across(grads: &[Vec<Tensor>]) -> Result<()> {
 /// pack's results ([`Pack::run`] or [`Pack::reduce_flat`]). Returns each device's results, in the
 /// gradients' order and shapes.
 pub fn reduce_packs(grads: &[Vec<Tensor>], layout: &Layout, mut reduce: impl FnMut(&mut Pack) -> Result<()>) -> Result<Vec<Vec<Tensor<'static>>>> {
+    check_layout(grads, layout)?;
+    let results = reduce_slots(grads, layout, 0, &mut reduce)?;
+    assemble(grads, results)
+}
+
+/// [`reduce_packs`] with the packs reduced concurrently where there are threads: a small
+/// pack's plan keeps one core busy for less time than it takes to hand work to another, and
+/// packs reduced one after another wait for the slowest thread of each. Packs are independent
+/// when each holds whole gradients (no packing, small-tensor aggregation), and then results are
+/// the same as one after another; other layouts, and calls whose diagnostics are collected (on
+/// the calling thread), run in order. So does WebAssembly, whose calls allocate on the calling
+/// thread only: that is where running out of its memory is caught, leaving nothing behind.
+pub fn reduce_packs_concurrently(grads: &[Vec<Tensor>], layout: &Layout, reduce: impl Fn(&mut Pack) -> Result<()> + Sync) -> Result<Vec<Vec<Tensor<'static>>>> {
+    #[cfg(all(feature = "parallel", not(target_arch = "wasm32")))]
+    if layout.packs().len() > 1 && !crate::log::enabled() && layout.packs().iter().flatten().all(|x| x.offset == 0 && x.len == layout.counts()[x.tensor]) {
+        use rayon::prelude::*;
+        check_layout(grads, layout)?;
+        // Each pack alone: its gradients, as the only pack of a layout of their own.
+        let per_pack: Vec<Result<Vec<Vec<Option<Buffer<'static>>>>>> = layout
+            .packs()
+            .par_iter()
+            .enumerate()
+            .map(|(index, pieces)| {
+                let own: Vec<Vec<Tensor>> = grads.iter().map(|g| pieces.iter().map(|x| g[x.tensor].view()).collect()).collect();
+                let counts: Vec<usize> = pieces.iter().map(|x| x.len).collect();
+                reduce_slots(&own, &Layout::groups(&counts, &[(0..pieces.len()).collect()]), index, &mut |pack: &mut Pack| reduce(pack))
+            })
+            .collect();
+        let mut results: Vec<Vec<Option<Buffer<'static>>>> = grads.iter().map(|g| vec![None; g.len()]).collect();
+        for (pieces, slots) in layout.packs().iter().zip(per_pack) {
+            for (row, own) in results.iter_mut().zip(slots?) {
+                for (x, slot) in pieces.iter().zip(own) {
+                    row[x.tensor] = slot;
+                }
+            }
+        }
+        return assemble(grads, results);
+    }
+    reduce_packs(grads, layout, reduce)
+}
+
+/// Checks `grads` against `layout` (see [`check_across`]).
+fn check_layout(grads: &[Vec<Tensor>], layout: &Layout) -> Result<()> {
     check_across(grads)?;
-    let Some(first) = grads.first() else { return Ok(Vec::new()) };
+    let Some(first) = grads.first() else { return Ok(()) };
     if layout.counts().len() != first.len() || first.iter().zip(layout.counts()).any(|(g, &n)| g.num_elements() != n) {
         return fail(ErrorCode::Internal, "a pack layout made for other gradients");
     }
+    Ok(())
+}
+
+/// Runs `reduce` over the non-empty packs of `layout`, in order, pack `i` numbered `first + i`;
+/// returns the result slots, `[device][gradient]`.
+fn reduce_slots(grads: &[Vec<Tensor>], layout: &Layout, first: usize, reduce: &mut dyn FnMut(&mut Pack) -> Result<()>) -> Result<Vec<Vec<Option<Buffer<'static>>>>> {
     let mut results: Vec<Vec<Option<Buffer<'static>>>> = grads.iter().map(|g| vec![None; g.len()]).collect();
-    for (index, pieces) in layout.packs().iter().enumerate() {
-        let Some(dtype) = pack_dtype(pieces, first)? else { continue };
+    let Some(device0) = grads.first() else { return Ok(results) };
+    for (i, pieces) in layout.packs().iter().enumerate() {
+        let index = first + i;
+        let Some(dtype) = pack_dtype(pieces, device0)? else { continue };
         let mut pack = Pack { index, pieces, grads, counts: layout.counts(), results: &mut results, dtype, elements: pieces.iter().map(|x| x.len).sum(), written: false };
         reduce(&mut pack)?;
         if !pack.written {
             return fail(ErrorCode::Internal, format!("the reduction of pack {index} wrote no result"));
         }
     }
+    Ok(results)
+}
+
+/// Each device's results, in the gradients' order and shapes, from the slots the packs wrote.
+fn assemble(grads: &[Vec<Tensor>], results: Vec<Vec<Option<Buffer<'static>>>>) -> Result<Vec<Vec<Tensor<'static>>>> {
     grads
         .iter()
         .zip(results)

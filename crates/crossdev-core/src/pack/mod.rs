@@ -17,7 +17,7 @@ pub mod small_tensors;
 
 pub use by_size::{group_by_size, split_grads_by_size};
 pub use concat_split::ConcatAndSplitPacker;
-pub use in_place::{reduce_packs, Pack};
+pub use in_place::{reduce_packs, reduce_packs_concurrently, Pack};
 pub use layout::{Layout, Piece};
 pub use small_tensors::{extract_ranges, AggregateSmallTensorPacker};
 
