@@ -136,10 +136,26 @@ fn enable_peer_access(from: &CudaContext, to: &CudaContext) -> Result<()> {
     // SAFETY: `from` is current and `to` is a live context.
     match unsafe { sys::cuCtxEnablePeerAccess(to.cu_ctx(), 0) } {
         // Primary contexts are shared by the whole process: someone may have done it already.
+        sys::CUresult::CUDA_SUCCESS | sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED => share_pool(from, to),
         // Past the hardware's peer limit, copies still work, staged by the driver.
-        sys::CUresult::CUDA_SUCCESS | sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED | sys::CUresult::CUDA_ERROR_TOO_MANY_PEERS => Ok(()),
+        sys::CUresult::CUDA_ERROR_TOO_MANY_PEERS => Ok(()),
         e => Err(cuda("cuCtxEnablePeerAccess")(DriverError(e))),
     }
+}
+
+/// Lets `from`'s GPU read and write what `to`'s GPU allocates from its default memory pool (the
+/// executor's stream-ordered allocations), which peer access between contexts does not cover:
+/// NCCL, within one process, reads and writes the buffers of the other GPUs directly.
+fn share_pool(from: &CudaContext, to: &CudaContext) -> Result<()> {
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: an out-parameter and a valid device handle.
+    unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, to.cu_device()) }.result().map_err(cuda("cuDeviceGetDefaultMemPool"))?;
+    let access = sys::CUmemAccessDesc {
+        location: sys::CUmemLocation { type_: sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: from.ordinal() as i32 },
+        flags: sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+    };
+    // SAFETY: a live pool and one access descriptor.
+    unsafe { sys::cuMemPoolSetAccess(pool, &access, 1) }.result().map_err(cuda("cuMemPoolSetAccess"))
 }
 
 impl State {
@@ -309,22 +325,28 @@ impl GpuExecutor {
     /// within the GPU, or from peers). Returns when the copies are done.
     pub fn concat(&self, device: &str, dtype: DType, parts: &[(&DeviceBuffer, usize, usize)]) -> Result<DeviceBuffer> {
         let size = dtype.size();
-        for &(b, offset, len) in parts {
-            if b.dtype != dtype || offset + len > b.len {
-                return Err(invalid(format!("elements {offset}..{} of {} {} elements of {}", offset + len, b.len, b.dtype.name(), dtype.name())));
+        let mut len = 0usize;
+        for &(b, offset, n) in parts {
+            let end = offset.checked_add(n).filter(|&e| e <= b.len && e.checked_mul(size).is_some_and(|bytes| bytes <= b.data.len()));
+            if b.dtype != dtype || end.is_none() {
+                return Err(invalid(format!("elements {offset}.. ({n} of them) of a buffer of {} {} elements as {}", b.len, b.dtype.name(), dtype.name())));
             }
+            len = len.checked_add(n).ok_or_else(|| invalid("parts too long to concatenate".into()))?;
         }
+        let bytes = len.checked_mul(size).ok_or_else(|| invalid("parts too long to concatenate".into()))?;
         let (name, lane) = self.lane(device)?;
-        let len: usize = parts.iter().map(|p| p.2).sum();
         // SAFETY: written in full by the copies just below; an empty buffer is never read.
-        let data = unsafe { lane.stream.alloc::<u8>((len * size).max(1)) }.map_err(cuda("cuMemAllocAsync"))?;
+        let data = unsafe { lane.stream.alloc::<u8>(bytes.max(1)) }.map_err(cuda("cuMemAllocAsync"))?;
         let out = address(&data);
         let mut at = 0;
         for &(b, offset, n) in parts {
-            // After the work issued so far on the part's own stream.
+            // After the work issued so far on the part's own stream, including the wait for its
+            // last write that cudarc tracks, which taking its address there adds (as for a
+            // plan's inputs: events stay within their context, the part's maybe another GPU's).
+            let from = address(&b.data);
             let ready = b.data.stream().record_event(None).map_err(cuda("cuEventRecord"))?;
             lane.stream.wait(&ready).map_err(cuda("cuStreamWaitEvent"))?;
-            copy(&lane, out + (at * size) as u64, address(&b.data) + (offset * size) as u64, b.data.context().cu_ctx(), n * size)?;
+            copy(&lane, out + (at * size) as u64, from + (offset * size) as u64, b.data.context().cu_ctx(), n * size)?;
             at += n;
         }
         // The parts may be freed (on their own streams) as soon as this returns.

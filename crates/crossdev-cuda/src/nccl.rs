@@ -8,12 +8,16 @@ use crate::probe::{gpu_count, libraries};
 use crossdev_core::error::{CrossDeviceError, ErrorCode, Result};
 use crossdev_core::reduce_op::ReduceOp;
 use crossdev_core::dtype::DType;
+use std::sync::Mutex;
 use cudarc::driver::{CudaContext, CudaSlice, CudaViewMut};
 use cudarc::nccl::{result, Comm, NcclType, ReduceOp as NcclOp};
 
 fn nccl(what: &str) -> impl Fn(result::NcclError) -> CrossDeviceError + '_ {
     move |e| CrossDeviceError::new(ErrorCode::Cuda, format!("{what} failed: {e:?}"))
 }
+
+/// Held while a collective is issued and waited for (see [`Communicator::all_reduce`]).
+static ISSUE: Mutex<()> = Mutex::new(());
 
 /// NCCL's op for `op` (MEAN is NCCL's `Avg`).
 pub fn nccl_op(op: ReduceOp) -> NcclOp {
@@ -100,6 +104,10 @@ impl Communicator {
             ));
         }
         let op = nccl_op(op);
+        // One collective at a time in the process: communicators over overlapping GPUs issue on
+        // the same streams, and two issued in opposite orders on two GPUs would wait for each
+        // other forever.
+        let _one = ISSUE.lock().unwrap_or_else(|e| e.into_inner());
         result::group_start().map_err(nccl("ncclGroupStart"))?;
         let issued: std::result::Result<Vec<_>, _> = self.comms.iter().zip(bufs.iter_mut()).map(|(c, b)| c.all_reduce_in_place(b, &op)).collect();
         result::group_end().map_err(nccl("ncclGroupEnd"))?;

@@ -70,16 +70,19 @@ impl GpuStore {
     }
 
     /// The NCCL communicator over GPUs `ordinals` (rank `i` on `ordinals[i]`), made on first use;
-    /// `None` where NCCL cannot be set up (`ERR_NO_CUDA`).
-    fn communicator(&self, ordinals: &[usize]) -> Result<Option<Arc<Mutex<Communicator>>>> {
-        let mut communicators = self.communicators.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = communicators.get(ordinals) {
-            return Ok(Some(c.clone()));
+    /// `None` where NCCL cannot be set up for them (the op's plan then runs instead).
+    fn communicator(&self, ordinals: &[usize]) -> Option<Arc<Mutex<Communicator>>> {
+        let communicators = || self.communicators.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = communicators().get(ordinals) {
+            return Some(c.clone());
         }
+        // Made outside the lock: setting NCCL up takes a while.
         match Communicator::over(ordinals) {
-            Ok(c) => Ok(Some(communicators.entry(ordinals.to_vec()).or_insert(Arc::new(Mutex::new(c))).clone())),
-            Err(e) if e.code == ErrorCode::NoCuda => Ok(None),
-            Err(e) => Err(e),
+            Ok(c) => Some(communicators().entry(ordinals.to_vec()).or_insert_with(|| Arc::new(Mutex::new(c))).clone()),
+            Err(e) => {
+                crossdev_core::log::note(|| format!("NCCL over GPUs {ordinals:?} could not be set up ({e}); the plan runs instead"));
+                None
+            }
         }
     }
 
@@ -111,19 +114,22 @@ impl ResidentStore for GpuStore {
     fn collective_all_reduce(&self, op: ReduceOp, inputs: &[u64]) -> Result<Option<Vec<u64>>> {
         let executor = self.executor()?;
         let buffers = inputs.iter().map(|&h| self.get(h)).collect::<Result<Vec<_>>>()?;
+        let Some(first) = buffers.first() else { return Ok(None) };
         let ordinals = buffers.iter().map(|b| executor.mapping().physical_gpu(&b.device)).collect::<Result<Vec<_>>>()?;
         let mut distinct = ordinals.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        // NCCL's ranks are GPUs, and its streams those of the GPUs' primary contexts.
-        if distinct.len() != ordinals.len() || executor.contexts() != Contexts::PerGpu || !libraries().nccl {
+        // NCCL's ranks are GPUs, and its streams those of the GPUs' primary contexts; it reduces
+        // equal lengths of one type.
+        let alike = buffers.iter().all(|b| b.dtype == first.dtype && b.len == first.len);
+        if distinct.len() != ordinals.len() || !alike || executor.contexts() != Contexts::PerGpu || !libraries().nccl {
             return Ok(None);
         }
-        let Some(communicator) = self.communicator(&ordinals)? else { return Ok(None) };
+        let Some(communicator) = self.communicator(&ordinals) else { return Ok(None) };
         // NCCL reduces in place: into copies, on each input's device.
         let copies = buffers.iter().map(|b| executor.concat(&b.device, b.dtype, &[(b.as_ref(), 0, b.len)])).collect::<Result<Vec<_>>>()?;
         let (described, mut data): (Vec<(String, DType, usize)>, Vec<CudaSlice<u8>>) = copies.into_iter().map(|c| ((c.device, c.dtype, c.len), c.data)).unzip();
-        let (dtype, len) = (buffers[0].dtype, buffers[0].len);
+        let (dtype, len) = (first.dtype, first.len);
         communicator.lock().unwrap_or_else(|e| e.into_inner()).all_reduce_bytes(&mut data, dtype, len, op)?;
         Ok(Some(described.into_iter().zip(data).map(|((device, dtype, len), data)| self.insert(DeviceBuffer { device, data, dtype, len })).collect()))
     }

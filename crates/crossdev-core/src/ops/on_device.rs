@@ -94,23 +94,25 @@ pub fn all_reduce_resident(ops: &dyn CrossDeviceOps, store: &dyn ResidentStore, 
         let rows: Vec<Vec<&ResidentTensor>> = grads.iter().map(|row| share.tensors.iter().map(|&t| row[t]).collect()).collect();
         let kinds: Vec<DType> = share.tensors.iter().map(|&t| dtypes[t]).collect();
         for (&t, per_device) in share.tensors.iter().zip(reduce_packs(&mut made, op, &devices, &rows, share, &kinds)?) {
-            results[t] = Some(per_device);
+            if results[t].replace(per_device).is_some() {
+                return fail(ErrorCode::Internal, format!("tensor {t} in two shares of the all-reduce"));
+            }
         }
     }
     let results: Vec<Vec<u64>> = match results.into_iter().collect::<Option<_>>() {
         Some(r) => r,
         None => return fail(ErrorCode::Internal, "a tensor in no share of the all-reduce"),
     };
+    let mirrored = results
+        .into_iter()
+        .enumerate()
+        .map(|(t, per_device)| {
+            Mirrored::new(devices.iter().zip(per_device).zip(&grads).map(|((d, handle), row)| (d.clone(), ResidentTensor { handle, dtype: dtypes[t], shape: row[t].shape.clone() })))
+        })
+        .collect::<Result<_>>()?;
+    // Handed out: the caller owns the results now.
     made.handles.clear();
-    Ok(Some(
-        results
-            .into_iter()
-            .enumerate()
-            .map(|(t, per_device)| {
-                Mirrored::new(devices.iter().zip(per_device).zip(&grads).map(|((d, handle), row)| (d.clone(), ResidentTensor { handle, dtype: dtypes[t], shape: row[t].shape.clone() })))
-            })
-            .collect::<Result<_>>()?,
-    ))
+    Ok(Some(mirrored))
 }
 
 /// Reduces the packs of `share` over `grads[device][tensor]` (the share's tensors, of `dtypes`)
