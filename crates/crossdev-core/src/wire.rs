@@ -7,9 +7,9 @@
 //! A tensor may also be a GPU tensor of the installed [`resident`] store: `{"gpu": handle}` in
 //! place of `{"buf": index}`, in requests and in responses. An all-reduce of GPU tensors in this
 //! process runs in device memory ([`crate::ops::on_device`]); other requests stage such inputs
-//! through host memory (see [`resident`]). Results of a request with GPU inputs whose
-//! device is a GPU come back as new GPU tensors. `upload`, `download`, `release` and `residentUsage` move tensors
-//! to and from the GPU, free them and count them.
+//! through host memory (see [`resident`]). Results of a request with GPU inputs whose device is
+//! a GPU come back as new GPU tensors. `upload`, `download`, `release` and `residentUsage` move
+//! tensors to and from the GPU, free them and count them.
 
 use crate::device::{canonicalize, resolve};
 use crate::memo::Memo;
@@ -438,9 +438,9 @@ fn build_ops(ops: &OpsW) -> Result<Box<dyn CrossDeviceOps>> {
             };
             Ok(Box::new(CollectiveAllReduce { num_workers, num_gpus_per_worker, all_reduce_merge_scope, timeout, bytes_per_pack }))
         }
-        OpsW::NcclAllReduce { num_packs } => Ok(Box::new(tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce")?)),
+        OpsW::NcclAllReduce { num_packs } => tf2_all_reduce(AllReduceAlgorithm::Nccl, num_packs, "NCCL all-reduce"),
         OpsW::HierarchicalCopyAllReduce { num_packs } => {
-            Ok(Box::new(tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")?))
+            tf2_all_reduce(AllReduceAlgorithm::HierarchicalCopy, num_packs, "HierarchicalCopy")
         }
     }
 }
@@ -454,8 +454,10 @@ fn resident_input(input: &InputW) -> Option<PerDevice<ResidentTensor>> {
         _ => None,
     };
     match input {
-        InputW::PerDevice(entries) => PerDevice::new(entries.iter().map(|(d, v)| Some((d.clone(), tensor(v)?))).collect::<Option<Vec<_>>>()?).ok(),
-        InputW::Located { device: Some(d), value } => PerDevice::new([(d.clone(), tensor(value)?)]).ok(),
+        // Each value is checked before its device name is copied: host tensors (every request
+        // but these) leave at the first.
+        InputW::PerDevice(entries) => PerDevice::new(entries.iter().map(|(d, v)| tensor(v).map(|t| (d.clone(), t))).collect::<Option<Vec<_>>>()?).ok(),
+        InputW::Located { device: Some(d), value } => PerDevice::new([tensor(value).map(|t| (d.clone(), t))?]).ok(),
         _ => None,
     }
 }
@@ -495,11 +497,11 @@ fn timeout(seconds: Option<f64>) -> Result<Option<std::time::Duration>> {
     }
 }
 
-fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> Result<AllReduce> {
+fn tf2_all_reduce(algorithm: AllReduceAlgorithm, num_packs: i64, what: &str) -> Result<Box<dyn CrossDeviceOps>> {
     if num_packs < 0 {
         return fail(ErrorCode::InvalidArgument, format!("{what} requires num_packs >= 0, but {num_packs} is specified"));
     }
-    Ok(AllReduce { algorithm, packing: Packing::new(num_packs, 0, 0)? })
+    Ok(Box::new(AllReduce { algorithm, packing: Packing::new(num_packs, 0, 0)? }))
 }
 
 #[derive(Default)]

@@ -8,9 +8,9 @@ use crate::probe::{gpu_count, libraries};
 use crossdev_core::error::{CrossDeviceError, ErrorCode, Result};
 use crossdev_core::reduce_op::ReduceOp;
 use crossdev_core::dtype::DType;
-use std::sync::Mutex;
 use cudarc::driver::{CudaContext, CudaSlice, CudaViewMut};
 use cudarc::nccl::{result, Comm, NcclType, ReduceOp as NcclOp};
+use std::sync::Mutex;
 
 fn nccl(what: &str) -> impl Fn(result::NcclError) -> CrossDeviceError + '_ {
     move |e| CrossDeviceError::new(ErrorCode::Cuda, format!("{what} failed: {e:?}"))

@@ -123,6 +123,8 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
     let counts = layout.counts();
     // The reduced packs, per pack and device.
     let mut reduced: Vec<Vec<u64>> = Vec::with_capacity(layout.packs().len());
+    // The packs that are one gradient whole (their reduction is that gradient's result).
+    let wholes: Vec<bool> = layout.packs().iter().map(|pieces| matches!(pieces.as_slice(), [x] if x.whole(counts))).collect();
     for (index, pieces) in layout.packs().iter().enumerate() {
         let Some(first) = pieces.first() else {
             // An empty pack (more packs than elements) holds nothing to reduce.
@@ -130,7 +132,7 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
             continue;
         };
         let dtype = dtypes[first.tensor];
-        let whole = matches!(pieces.as_slice(), [x] if x.len == counts[x.tensor]);
+        let whole = wholes[index];
         let inputs: Vec<u64> = if whole {
             grads.iter().map(|row| row[first.tensor].handle).collect()
         } else {
@@ -171,7 +173,7 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
         .iter()
         .enumerate()
         .map(|(t, parts)| match parts.as_slice() {
-            &[(p, 0, len)] if len == counts[t] && layout.packs()[p].len() == 1 => {
+            &[(p, ..)] if wholes[p] => {
                 used[p] = true;
                 Ok(reduced[p].clone())
             }

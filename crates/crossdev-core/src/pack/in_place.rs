@@ -50,7 +50,7 @@ impl Pack<'_, '_> {
 
     /// Whether the pack is one gradient, whole.
     fn whole(&self) -> bool {
-        matches!(self.pieces, [x] if x.len == self.counts[x.tensor])
+        matches!(self.pieces, [x] if x.whole(self.counts))
     }
 
     /// Reduces the pack with `plan` (built over the pack's devices, in order, for
@@ -161,7 +161,7 @@ pub fn reduce_packs(grads: &[Vec<Tensor>], layout: &Layout, mut reduce: impl FnM
 /// thread only: that is where running out of its memory is caught, leaving nothing behind.
 pub fn reduce_packs_concurrently(grads: &[Vec<Tensor>], layout: &Layout, reduce: impl Fn(&mut Pack) -> Result<()> + Sync) -> Result<Vec<Vec<Tensor<'static>>>> {
     #[cfg(all(feature = "parallel", not(target_arch = "wasm32")))]
-    if layout.packs().len() > 1 && !crate::log::enabled() && layout.packs().iter().flatten().all(|x| x.offset == 0 && x.len == layout.counts()[x.tensor]) {
+    if layout.packs().len() > 1 && !crate::log::enabled() && layout.packs().iter().flatten().all(|x| x.whole(layout.counts())) {
         use rayon::prelude::*;
         check_layout(grads, layout)?;
         // Each pack alone: its gradients, as the only pack of a layout of their own.

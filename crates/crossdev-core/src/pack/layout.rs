@@ -22,6 +22,13 @@ pub struct Piece {
     pub len: usize,
 }
 
+impl Piece {
+    /// Whether the piece is its whole gradient (of `counts[tensor]` elements).
+    pub fn whole(&self, counts: &[usize]) -> bool {
+        self.offset == 0 && self.len == counts[self.tensor]
+    }
+}
+
 /// The packs of a list of gradients, in order, each the concatenation of its pieces: every
 /// element of every gradient lies in exactly one piece, and a gradient has at most one piece in
 /// a pack.
