@@ -123,6 +123,26 @@ pub fn aux_devices(alg: &str, prefixes: &[String], num_gpus: usize) -> Vec<Strin
     }
 }
 
+/// The second level of `alg` when its first is NCCL's (`nccl/xring`, `nccl/rechd`, `nccl/pscpu`).
+fn nccl_upper_level(alg: &str, aux: &[String], num_shards: usize) -> Option<UpperLevel> {
+    match alg {
+        "nccl/xring" => Some(UpperLevel::Ring(num_shards)),
+        "nccl/rechd" => Some(UpperLevel::RecursiveHd),
+        "nccl/pscpu" => Some(UpperLevel::Shuffle(aux.to_vec())),
+        _ => None,
+    }
+}
+
+/// What is left of [`sum_grad_plan`]'s plan for `alg` once NCCL has all-reduced within each
+/// worker (the second level and the copies back, over devices holding their worker's partial
+/// result); `None` when `alg` does not start with NCCL.
+pub fn after_nccl_plan(devices: &[String], elements: usize, dtype: DType, alg: &str, aux: &[String], num_shards: usize) -> Result<Option<Plan>> {
+    let Some(level) = nccl_upper_level(alg, aux, num_shards) else { return Ok(None) };
+    let (mut b, srcs) = start(alg, devices, dtype, elements)?;
+    let placed = two_level(&mut b, &srcs, &split_by_task(devices)?, &FirstLevel::Done, &level, 0)?;
+    b.finish(placed.outputs).map(Some)
+}
+
 /// `sum_grad_and_var_all_reduce` as a plan: the all-reduce of one gradient over `devices` (all
 /// devices of all workers, worker-major) with `alg`.
 pub fn sum_grad_plan(devices: &[String], elements: usize, dtype: DType, alg: &str, num_workers: usize, gpu_indices: &[usize], aux: &[String], num_shards: usize) -> Result<Plan> {
@@ -148,9 +168,6 @@ pub fn sum_grad_plan(devices: &[String], elements: usize, dtype: DType, alg: &st
             }
             ring(&mut b, &srcs, num_shards, &pred, &rank, 0, true)
         }
-        "nccl/xring" => two_level(&mut b, &srcs, &workers()?, &FirstLevel::Nccl, &UpperLevel::Ring(num_shards), 0)?,
-        "nccl/rechd" => two_level(&mut b, &srcs, &workers()?, &FirstLevel::Nccl, &UpperLevel::RecursiveHd, 0)?,
-        "nccl/pscpu" => two_level(&mut b, &srcs, &workers()?, &FirstLevel::Nccl, &UpperLevel::Shuffle(aux.to_vec()), 0)?,
         "pscpu/pscpu" => {
             let second = aux[..num_shards.min(aux.len())].to_vec();
             two_level(&mut b, &srcs, &workers()?, &FirstLevel::Gather(aux.to_vec()), &UpperLevel::Shuffle(second), 0)?
@@ -159,7 +176,10 @@ pub fn sum_grad_plan(devices: &[String], elements: usize, dtype: DType, alg: &st
             let g = gather(&mut b, aux)?;
             shuffle(&mut b, &srcs, &g, 0, true)?
         }
-        other => return unsupported(other),
+        other => match nccl_upper_level(other, aux, num_shards) {
+            Some(level) => two_level(&mut b, &srcs, &workers()?, &FirstLevel::Nccl, &level, 0)?,
+            None => return unsupported(other),
+        },
     };
     b.finish(placed.outputs)
 }

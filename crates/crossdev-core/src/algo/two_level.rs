@@ -49,6 +49,9 @@ pub enum FirstLevel {
     Nccl,
     /// Reduce onto one gather device per worker (in worker order).
     Gather(Vec<String>),
+    /// Done already: every device of a worker holds the worker's partial result (NCCL ran the
+    /// first level in device memory); its first device's copy carries it.
+    Done,
 }
 
 fn upper(b: &mut Builder, ups: &[usize], level: &UpperLevel, stage: usize) -> Result<Placed> {
@@ -97,6 +100,7 @@ pub fn two_level(b: &mut Builder, srcs: &[usize], workers: &[Vec<usize>], first:
             }
             next = stage + 1;
         }
+        FirstLevel::Done => ups.extend(workers.iter().map(|w| srcs[w[0]])),
     }
     let level2 = upper(b, &ups, level, next)?;
     let mut outs = vec![0; srcs.len()];
@@ -114,7 +118,7 @@ pub fn build_two_level(devices: &[String], elements: usize, dtype: DType, first:
     let name = format!(
         "{}/{}",
         match first {
-            FirstLevel::Nccl => "nccl",
+            FirstLevel::Nccl | FirstLevel::Done => "nccl",
             FirstLevel::Gather(_) => "pscpu",
         },
         match level {

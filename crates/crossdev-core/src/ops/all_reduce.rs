@@ -4,7 +4,7 @@
 //! when destinations differ from the values' devices or a value is sparse.
 
 use super::aggregate::devices_match;
-use super::on_device::{PackPlan, Share};
+use super::on_device::{NcclLevel, PackPlan, Share};
 use super::{CrossDeviceOps, ReductionToOneDevice, Accumulation};
 use crate::algo::hierarchical_copy::hierarchical_copy;
 use crate::algo::ring::{ring, ring_permutations};
@@ -254,7 +254,7 @@ impl CrossDeviceOps for AllReduce {
     fn resident_shares<'a>(&'a self, devices: &'a [String], counts: &[usize], dtypes: &[DType]) -> Result<Option<Vec<Share<'a>>>> {
         let Ok(layout) = self.packing.layout_of(counts, dtypes) else { return Ok(None) };
         let plan: PackPlan = Box::new(move |dtype, elements, index| self.algorithm.plan(devices, dtype, elements, index));
-        Ok(Some(vec![Share { tensors: (0..counts.len()).collect(), layout, plan, nccl: self.algorithm == AllReduceAlgorithm::Nccl }]))
+        Ok(Some(vec![Share { tensors: (0..counts.len()).collect(), layout, plan, nccl: if self.algorithm == AllReduceAlgorithm::Nccl { NcclLevel::All } else { NcclLevel::None } }]))
     }
 
     fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {

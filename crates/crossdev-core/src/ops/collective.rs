@@ -7,7 +7,7 @@
 use super::all_reduce::{group_by_device, ungroup};
 use super::processes::Runner;
 use super::aggregate::{copy_value, devices_match};
-use super::on_device::{PackPlan, Share};
+use super::on_device::{NcclLevel, PackPlan, Share};
 use super::{AllReduceAlgorithm, CrossDeviceOps};
 use crate::algo::two_level::split_by_task;
 use crate::device::{canonicalize, DeviceSpec};
@@ -136,7 +136,7 @@ impl CrossDeviceOps for CollectiveAllReduce {
             return Ok(None);
         }
         let plan: PackPlan = Box::new(move |dtype, elements, _| AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0));
-        Ok(Some(vec![Share { tensors: (0..counts.len()).collect(), layout: self.layout(counts, dtypes), plan, nccl: true }]))
+        Ok(Some(vec![Share { tensors: (0..counts.len()).collect(), layout: self.layout(counts, dtypes), plan, nccl: NcclLevel::All }]))
     }
 
     fn batch_reduce_implementation(&self, op: ReduceOp, pairs: &[(PerDevice<Value>, Destinations)]) -> Result<Vec<Mirrored<Value<'static>>>> {

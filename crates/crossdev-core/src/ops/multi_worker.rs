@@ -8,13 +8,14 @@
 
 use super::all_reduce::{group_by_device, ungroup, AllReduceDispatch};
 use super::processes::Runner;
-use super::on_device::{PackPlan, Share};
+use super::on_device::{NcclLevel, PackPlan, Share};
 use super::{AllReduceAlgorithm, CrossDeviceOps, Packing};
 use crate::dtype::DType;
 use crate::error::{fail, ErrorCode, Result};
 use crate::plan::Plan;
 use crate::reduce_op::ReduceOp;
-use crate::spec::{aux_devices, group_device_names, sum_grad_plan, AllReduceSpec};
+use crate::algo::two_level::split_by_task;
+use crate::spec::{after_nccl_plan, aux_devices, group_device_names, sum_grad_plan, AllReduceSpec};
 use crate::tensor::Tensor;
 use crate::values::{Destinations, Mirrored, PerDevice, Value};
 use std::sync::Arc;
@@ -66,12 +67,20 @@ impl MultiWorkerAllReduce {
     /// The plan of `spec` (not `nccl`) reducing pack `index` of `elements` elements of `dtype`
     /// over `devices` (flat shuffles rotate their gather devices by the pack's index).
     fn pack_plan(&self, spec: &AllReduceSpec, devices: &[String], dtype: DType, elements: usize, index: usize) -> Result<Plan> {
-        let aux = aux_devices(&spec.alg, &self.worker_devices, self.num_gpus_per_worker);
-        let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
-        let groups = group_device_names(&aux, if shuffle { spec.shards } else { 1 })?;
-        let aux_here = if spec.alg.contains('/') { &aux } else { &groups[index % groups.len()] };
         let gpu_indices: Vec<usize> = (0..self.num_gpus_per_worker).collect();
-        sum_grad_plan(devices, elements, dtype, &spec.alg, self.worker_devices.len(), &gpu_indices, aux_here, spec.shards)
+        sum_grad_plan(devices, elements, dtype, &spec.alg, self.worker_devices.len(), &gpu_indices, &self.aux(spec, index)?, spec.shards)
+    }
+
+    /// The auxiliary devices of `spec`'s plan for pack `index`.
+    fn aux(&self, spec: &AllReduceSpec, index: usize) -> Result<Vec<String>> {
+        let aux = aux_devices(&spec.alg, &self.worker_devices, self.num_gpus_per_worker);
+        if spec.alg.contains('/') {
+            return Ok(aux);
+        }
+        let shuffle = spec.alg.contains("pscpu") || spec.alg.contains("psgpu");
+        let mut groups = group_device_names(&aux, if shuffle { spec.shards } else { 1 })?;
+        let at = index % groups.len();
+        Ok(groups.swap_remove(at))
     }
 
     /// The gradients (of `counts` elements, decided on the first device) each spec takes, in
@@ -140,11 +149,20 @@ impl CrossDeviceOps for MultiWorkerAllReduce {
         for (spec, tensors) in self.split(counts) {
             let (c, d): (Vec<usize>, Vec<DType>) = tensors.iter().map(|&i| (counts[i], dtypes[i])).unzip();
             let Ok(layout) = self.packing.layout_of(&c, &d) else { return Ok(None) };
-            let nccl = spec.alg == "nccl";
-            let plan: PackPlan = if nccl {
-                Box::new(move |dtype, elements, _| AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0))
+            let (plan, nccl): (PackPlan, NcclLevel) = if spec.alg == "nccl" {
+                (Box::new(move |dtype, elements, _| AllReduceAlgorithm::Nccl.plan(devices, dtype, elements, 0)), NcclLevel::All)
             } else {
-                Box::new(move |dtype, elements, index| Ok(Arc::new(self.pack_plan(spec, devices, dtype, elements, index)?)))
+                let plan: PackPlan = Box::new(move |dtype, elements, index| Ok(Arc::new(self.pack_plan(spec, devices, dtype, elements, index)?)));
+                let nccl = if spec.alg.starts_with("nccl/") {
+                    let rest: PackPlan = Box::new(move |dtype, elements, index| match after_nccl_plan(devices, elements, dtype, &spec.alg, &self.aux(spec, index)?, spec.shards)? {
+                        Some(rest) => Ok(Arc::new(rest)),
+                        None => fail(ErrorCode::Internal, format!("{} has no NCCL level", spec.alg)),
+                    });
+                    NcclLevel::FirstLevel { workers: split_by_task(devices)?, rest }
+                } else {
+                    NcclLevel::None
+                };
+                (plan, nccl)
             };
             shares.push(Share { tensors, layout, plan, nccl });
         }

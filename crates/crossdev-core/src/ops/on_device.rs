@@ -8,8 +8,9 @@
 //! other is its pieces concatenated on each device; each pack is reduced by its plan, and a
 //! result that is not a whole pack is cut out of the reduced packs. The plans are the host
 //! path's, combined in the same order, so the results are its results bit for bit. NCCL's ring
-//! on devices that are distinct GPUs is NCCL itself, where the store has it
-//! ([`ResidentStore::collective_all_reduce`]). What the host path does not all-reduce (values on
+//! on devices that are distinct GPUs, and the NCCL level of a two-level plan within each worker,
+//! is NCCL itself, where the store has it ([`ResidentStore::collective_all_reduce`]). A request
+//! whose plans pass through devices that are not GPUs is left to the host path. What the host path does not all-reduce (values on
 //! devices other than their destinations), and what it would refuse or treat specially (empty
 //! tensors, a tensor not on the device it is keyed by, sizes that differ between devices), is
 //! left to it.
@@ -21,7 +22,7 @@ use crate::error::{fail, ErrorCode, Result};
 use crate::pack::Layout;
 use crate::plan::Plan;
 use crate::reduce_op::ReduceOp;
-use crate::resident::ResidentStore;
+use crate::resident::{is_gpu, ResidentStore};
 use crate::values::{Destinations, Mirrored, PerDevice};
 use std::sync::Arc;
 
@@ -55,8 +56,26 @@ pub struct Share<'a> {
     pub layout: Layout,
     /// Each pack's plan.
     pub plan: PackPlan<'a>,
-    /// Whether the plans are NCCL's ring (NCCL itself reduces the packs where the store has it).
-    pub nccl: bool,
+    /// Which part of the plans NCCL itself may run, where the store has it.
+    pub nccl: NcclLevel<'a>,
+}
+
+/// The part of a share's plans that is NCCL's all-reduce (which the store's NCCL runs instead of
+/// the plan where it has NCCL for the devices: [`ResidentStore::collective_all_reduce`]).
+pub enum NcclLevel<'a> {
+    /// None of it.
+    None,
+    /// All of it: the plans are NCCL's ring over all the devices.
+    All,
+    /// The first level of a two-level plan: NCCL's ring within each worker (`workers`: the
+    /// indices of each worker's devices), then `rest`, the plan of the second level and the
+    /// copies back over devices that hold their worker's partial result.
+    FirstLevel {
+        /// The indices of each worker's devices.
+        workers: Vec<Vec<usize>>,
+        /// The rest of each pack's plan.
+        rest: PackPlan<'a>,
+    },
 }
 
 /// What `ops.batch_reduce(op, pairs)` returns, computed in device memory by `store` when `ops`
@@ -88,12 +107,28 @@ pub fn all_reduce_resident(ops: &dyn CrossDeviceOps, store: &dyn ResidentStore, 
         }
     }
     let Some(shares) = ops.resident_shares(&devices, &counts, &dtypes)? else { return Ok(None) };
+    // Each pack's plan, up front: a plan through devices that are not GPUs (the host gathers of
+    // `pscpu`) leaves the whole request to the host path.
+    let mut plans = Vec::with_capacity(shares.len());
+    for share in &shares {
+        let packs = share
+            .layout
+            .packs()
+            .iter()
+            .enumerate()
+            .map(|(index, pieces)| pieces.first().map(|x| (share.plan)(dtypes[share.tensors[x.tensor]], pieces.iter().map(|x| x.len).sum(), index)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        if packs.iter().flatten().any(|plan| !plan.devices.iter().all(|d| is_gpu(d))) {
+            return Ok(None);
+        }
+        plans.push(packs);
+    }
     let mut made = Made { store, handles: Vec::new() };
     let mut results: Vec<Option<Vec<u64>>> = vec![None; counts.len()];
-    for share in &shares {
+    for (share, plans) in shares.iter().zip(&plans) {
         let rows: Vec<Vec<&ResidentTensor>> = grads.iter().map(|row| share.tensors.iter().map(|&t| row[t]).collect()).collect();
         let kinds: Vec<DType> = share.tensors.iter().map(|&t| dtypes[t]).collect();
-        for (&t, per_device) in share.tensors.iter().zip(reduce_packs(&mut made, op, &devices, &rows, share, &kinds)?) {
+        for (&t, per_device) in share.tensors.iter().zip(reduce_packs(&mut made, op, &devices, &rows, share, plans, &kinds)?) {
             if results[t].replace(per_device).is_some() {
                 return fail(ErrorCode::Internal, format!("tensor {t} in two shares of the all-reduce"));
             }
@@ -116,17 +151,17 @@ pub fn all_reduce_resident(ops: &dyn CrossDeviceOps, store: &dyn ResidentStore, 
 }
 
 /// Reduces the packs of `share` over `grads[device][tensor]` (the share's tensors, of `dtypes`)
-/// in device memory; returns each tensor's result handles per device, and releases every other
-/// handle it made.
-fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<&ResidentTensor>], share: &Share, dtypes: &[DType]) -> Result<Vec<Vec<u64>>> {
+/// in device memory by `plans` (one per non-empty pack); returns each tensor's result handles
+/// per device, and releases every other handle it made.
+fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<&ResidentTensor>], share: &Share, plans: &[Option<Arc<Plan>>], dtypes: &[DType]) -> Result<Vec<Vec<u64>>> {
     let layout = &share.layout;
     let counts = layout.counts();
     // The reduced packs, per pack and device.
     let mut reduced: Vec<Vec<u64>> = Vec::with_capacity(layout.packs().len());
     // The packs that are one gradient whole (their reduction is that gradient's result).
     let wholes: Vec<bool> = layout.packs().iter().map(|pieces| matches!(pieces.as_slice(), [x] if x.whole(counts))).collect();
-    for (index, pieces) in layout.packs().iter().enumerate() {
-        let Some(first) = pieces.first() else {
+    for (index, (pieces, plan)) in layout.packs().iter().zip(plans).enumerate() {
+        let (Some(first), Some(plan)) = (pieces.first(), plan) else {
             // An empty pack (more packs than elements) holds nothing to reduce.
             reduced.push(Vec::new());
             continue;
@@ -142,16 +177,14 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
                 .map(|(d, row)| Ok(made.keep(made.store.concat(d, dtype, &pieces.iter().map(|x| (row[x.tensor].handle, x.offset, x.len)).collect::<Vec<_>>())?)))
                 .collect::<Result<_>>()?
         };
-        let collective = if share.nccl { made.store.collective_all_reduce(op, &inputs)? } else { None };
-        let outs = match collective {
-            Some(outs) => {
-                crate::log::note(|| format!("pack {index} ({} pieces) all-reduced by NCCL in device memory", pieces.len()));
+        let outs = match by_nccl(made, op, &share.nccl, &inputs, dtype, plan.elements, index)? {
+            Some((outs, how)) => {
+                crate::log::note(|| format!("pack {index} ({} pieces) all-reduced by {how} in device memory", pieces.len()));
                 outs
             }
             None => {
-                let plan = (share.plan)(dtype, pieces.iter().map(|x| x.len).sum(), index)?;
                 crate::log::note(|| format!("pack {index} ({} pieces) all-reduced by the {} plan in device memory", pieces.len(), plan.algorithm));
-                made.store.run_plan(&plan, op, &inputs)?
+                made.store.run_plan(plan, op, &inputs)?
             }
         };
         reduced.push(outs.into_iter().map(|h| made.keep(h)).collect());
@@ -190,6 +223,33 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
         }
     }
     Ok(results)
+}
+
+/// All-reduces pack `index` (`inputs`, one per device, `elements` of `dtype`) with `op` where
+/// NCCL runs the `level` of its plan: the results, and how they were made; `None` where the
+/// store has no NCCL for the devices (then the whole plan runs).
+fn by_nccl(made: &mut Made, op: ReduceOp, level: &NcclLevel, inputs: &[u64], dtype: DType, elements: usize, index: usize) -> Result<Option<(Vec<u64>, String)>> {
+    match level {
+        NcclLevel::None => Ok(None),
+        NcclLevel::All => Ok(made.store.collective_all_reduce(op, inputs)?.map(|outs| (outs, "NCCL".to_string()))),
+        NcclLevel::FirstLevel { workers, rest } => {
+            // Each worker's partial result on each of its devices; MEAN divides only at the end.
+            let mut partial = Vec::with_capacity(inputs.len());
+            for worker in workers {
+                let ins: Vec<u64> = worker.iter().map(|&i| inputs[i]).collect();
+                let Some(outs) = made.store.collective_all_reduce(op.combiner(), &ins)? else {
+                    partial.into_iter().for_each(|(_, h)| made.release(h));
+                    return Ok(None);
+                };
+                partial.extend(worker.iter().copied().zip(outs.into_iter().map(|h| made.keep(h))));
+            }
+            partial.sort_unstable();
+            let rest = rest(dtype, elements, index)?;
+            let outs = made.store.run_plan(&rest, op, &partial.iter().map(|&(_, h)| h).collect::<Vec<_>>())?;
+            partial.into_iter().for_each(|(_, h)| made.release(h));
+            Ok(Some((outs, format!("NCCL within each of {} workers, then the rest of the {} plan", workers.len(), rest.algorithm))))
+        }
+    }
 }
 
 /// The handles an all-reduce in device memory has made and not yet released: all released if it

@@ -238,17 +238,7 @@ pub fn check_every_op() -> usize {
             for &op in ops {
                 let what = format!("batchReduce {op} {} {spec}", dtype.name());
                 // The fast path: every variable all-reduced onto its own devices.
-                compared += compare(&what, &|t, _| {
-                    let pairs: Vec<Json> = SHAPES
-                        .iter()
-                        .enumerate()
-                        .map(|(v, shape)| {
-                            let per: Vec<Json> = devices.iter().enumerate().map(|(d, dev)| json!([dev, {"dense": t(dev, dtype, shape, v * 31 + d)}])).collect();
-                            json!({"pair": [{"perDevice": per}, {"values": devices}]})
-                        })
-                        .collect();
-                    json!({"call": "batchReduce", "ops": spec, "op": op, "pairs": pairs})
-                });
+                compared += compare(&what, &|t, _| all_reduce_request(&spec, op, &devices, &SHAPES, dtype, t));
             }
         }
         let what = format!("reduce to other devices {spec}");
@@ -275,7 +265,31 @@ pub fn check_every_op() -> usize {
             });
         }
     }
+    // Recursive halving-doubling halves its lengths: its two-level spec on even ones.
+    let workers: Vec<String> = (0..2).map(|w| format!("/job:worker/replica:0/task:{w}")).collect();
+    let devices = worker_gpus(2, 4);
+    for op in reduce_ops {
+        let spec = json!({"kind": "MultiWorkerAllReduce", "workerDevices": workers, "numGpusPerWorker": 4, "allReduceSpec": "nccl/rechd", "numPacks": 0, "aggSmallGradsMaxBytes": 0, "aggSmallGradsMaxGroup": 10, "timeoutSeconds": null});
+        let shapes: [&[usize]; 2] = [&[2, 3], &[8]];
+        let n = compare(&format!("batchReduce {op} float32 nccl/rechd"), &|t, _| all_reduce_request(&spec, op, &devices, &shapes, DType::Float32, t));
+        assert_eq!(n, shapes.len() * devices.len(), "nccl/rechd {op} reduces every variable");
+        compared += n;
+    }
     compared
+}
+
+/// A `batchReduce` with `op` of one variable of `dtype` per shape of `shapes` on each of
+/// `devices`, onto those devices, made by `tensor`.
+fn all_reduce_request(spec: &Json, op: &str, devices: &[String], shapes: &[&[usize]], dtype: DType, tensor: &mut dyn FnMut(&str, DType, &[usize], usize) -> Json) -> Json {
+    let pairs: Vec<Json> = shapes
+        .iter()
+        .enumerate()
+        .map(|(v, shape)| {
+            let per: Vec<Json> = devices.iter().enumerate().map(|(d, dev)| json!([dev, {"dense": tensor(dev, dtype, shape, v * 31 + d)}])).collect();
+            json!({"pair": [{"perDevice": per}, {"values": devices}]})
+        })
+        .collect();
+    json!({"call": "batchReduce", "ops": spec, "op": op, "pairs": pairs})
 }
 
 /// Dispose semantics: a released handle is `ERR_DISPOSED` wherever it is used, releasing is
@@ -301,9 +315,9 @@ pub fn check_dispose() {
     assert_eq!(usage(), before);
 }
 
-/// How many of the tensors that `request` (with GPU tensors) reduces were all-reduced in device
-/// memory, by the response's diagnostics; releases the results.
-fn reduced_in_device_memory(request: &Json) -> usize {
+/// The lines of the diagnostics of `request` (with GPU tensors) that contain `what`; releases
+/// the results.
+fn logged(request: &Json, what: &str) -> usize {
     let mut text = request.to_string();
     text.pop();
     text.push_str(",\"debug\":true}");
@@ -311,14 +325,21 @@ fn reduced_in_device_memory(request: &Json) -> usize {
     let meta: Json = serde_json::from_str(&r.meta).unwrap();
     assert!(error_code(&meta).is_none(), "{meta}");
     outputs(&meta, &r.buffers).expect("results");
-    meta["log"].as_array().map_or(0, |lines| lines.iter().filter(|l| l.as_str().unwrap().contains("in device memory")).count())
+    meta["log"].as_array().map_or(0, |lines| lines.iter().filter(|l| l.as_str().unwrap().contains(what)).count())
+}
+
+/// How many packs of the tensors that `request` reduces were all-reduced in device memory.
+fn reduced_in_device_memory(request: &Json) -> usize {
+    logged(request, "in device memory")
 }
 
 /// All-reduces of GPU tensors onto their own devices run in device memory, one plan per pack,
-/// whatever the op (in one process) and its packing; other reductions stage through the host.
-/// (The results are checked against host tensors bit for bit by [`check_every_op`], which runs
-/// the same ops.)
-pub fn check_in_device_memory() {
+/// whatever the op (in one process) and its packing; other reductions stage through the host,
+/// as do plans through host devices. Where the store has NCCL for the devices (`has_nccl`: each
+/// device a GPU of its own), NCCL runs the packs of NCCL's ring, and the first level of the
+/// `nccl/…` specs. (The results are checked against host tensors bit for bit by
+/// [`check_every_op`], which runs the same ops.)
+pub fn check_in_device_memory(has_nccl: bool) {
     let before = usage();
     let devices = gpus(8);
     let handles = std::cell::RefCell::new(Vec::new());
@@ -348,6 +369,7 @@ pub fn check_in_device_memory() {
     // One plan per pack: a pack per tensor without packing; packs of several tensors, and of
     // parts of one, concatenated on each device.
     assert_eq!(reduced_in_device_memory(&batch(nccl(0))), SHAPES.len());
+    assert_eq!(logged(&batch(nccl(0)), "by NCCL in device memory"), if has_nccl { SHAPES.len() } else { 0 });
     assert_eq!(reduced_in_device_memory(&batch(all_reduce("hierarchical_copy", 0, 0))), SHAPES.len());
     assert_eq!(reduced_in_device_memory(&batch(nccl(1))), 1);
     assert_eq!(reduced_in_device_memory(&batch(all_reduce("nccl", 4, 0))), 4);
@@ -377,7 +399,13 @@ pub fn check_in_device_memory() {
     assert_eq!(reduced_in_device_memory(&batch(collective(1000))), 1);
     let multi = |spec: Json, packs: i64| json!({"kind": "MultiWorkerAllReduce", "workerDevices": workers, "numGpusPerWorker": 4, "allReduceSpec": spec, "numPacks": packs, "aggSmallGradsMaxBytes": 0, "aggSmallGradsMaxGroup": 10, "timeoutSeconds": null});
     assert_eq!(reduced_in_device_memory(&batch(multi(json!("nccl/xring"), 0))), SHAPES.len());
-    assert_eq!(reduced_in_device_memory(&batch(multi(json!([["pscpu", 2, 10], ["xring", 2, -1]]), 1))), 2);
+    let first_level = "by NCCL within each of 2 workers, then the rest of the nccl/xring plan";
+    assert_eq!(logged(&batch(multi(json!("nccl/xring"), 2)), first_level), if has_nccl { 2 } else { 0 });
+    assert_eq!(logged(&batch(multi(json!("nccl"), 1)), "by NCCL in device memory"), 0, "the devices of two workers are not distinct GPUs");
+    assert_eq!(reduced_in_device_memory(&batch(multi(json!([["psgpu", 2, 10], ["xring", 2, -1]]), 1))), 2);
+    // Plans through the workers' CPUs (`pscpu` gathers) stage the whole request.
+    assert_eq!(reduced_in_device_memory(&batch(multi(json!([["pscpu", 2, 10], ["xring", 2, -1]]), 1))), 0);
+    assert_eq!(reduced_in_device_memory(&batch(multi(json!("nccl/pscpu"), 0))), 0);
     for h in handles.into_inner() {
         release(h);
     }
