@@ -5,7 +5,8 @@
 # this machine's GPU(s), a CUDA stream per logical device, against the host executor, for every
 # dtype and op, with a context per GPU and with a context per logical device; schedule and
 # kernel tests; every op on GPU tensors against host tensors, all-reduces in device memory;
-# NCCL over this machine's GPUs, directly and as NcclAllReduce of GPU tensors) and the GPU benchmark (the N-way reduce kernel
+# NCCL over this machine's GPUs, directly, as NcclAllReduce of GPU tensors and as the NCCL
+# level of nccl/xring and nccl/rechd of two workers) and the GPU benchmark (the N-way reduce kernel
 # against a device-to-device copy and against PyTorch's torch.stack(xs).sum(0), and a ring
 # all-reduce over 8 logical GPUs, in the same run), then GPU tensors from Node.js
 # (test/gpu/tensors.mjs through the built package: every op class on GPU tensors of 8 logical
