@@ -12,8 +12,9 @@
 //! packs are concatenated in device memory ([`ResidentStore::concat`]), the store runs the op's
 //! own plan for each pack there ([`ResidentStore::run_plan`]) and the results are cut out of the
 //! reduced packs (see [`crate::ops::on_device`]). The plans combine in the order of the host executor,
-//! so results are the host ones bit for bit. Plans through host devices (`pscpu`'s gathers) stage
-//! instead, and NCCL's part of a plan runs through NCCL where the store has it.
+//! so results are the host ones bit for bit. Plans through devices other than the tensors'
+//! (`pscpu`'s host gathers) stage instead, and NCCL's part of a plan runs through NCCL where the
+//! store has it.
 //!
 //! Every other operation on resident tensors stages through host memory in [`crate::wire`]: each
 //! input handle is downloaded, the same core code that serves host tensors runs (so results are

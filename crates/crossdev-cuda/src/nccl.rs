@@ -110,11 +110,12 @@ impl Communicator {
         let _one = ISSUE.lock().unwrap_or_else(|e| e.into_inner());
         result::group_start().map_err(nccl("ncclGroupStart"))?;
         let issued: std::result::Result<Vec<_>, _> = self.comms.iter().zip(bufs.iter_mut()).map(|(c, b)| c.all_reduce_in_place(b, &op)).collect();
-        result::group_end().map_err(nccl("ncclGroupEnd"))?;
+        let ended = result::group_end().map_err(nccl("ncclGroupEnd"));
+        // Waited for even after a failure: the caller frees the buffers once this returns, and
+        // nothing NCCL queued may still use them.
+        let synced = self.comms.iter().try_for_each(|c| c.stream().synchronize().map_err(|e| CrossDeviceError::new(ErrorCode::Cuda, format!("cuStreamSynchronize failed: {e:?}"))));
+        ended?;
         issued.map_err(nccl("ncclAllReduce"))?;
-        for c in &self.comms {
-            c.stream().synchronize().map_err(|e| CrossDeviceError::new(ErrorCode::Cuda, format!("cuStreamSynchronize failed: {e:?}")))?;
-        }
-        Ok(())
+        synced
     }
 }

@@ -22,6 +22,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// The environment variable that leaves NCCL out of [`GpuStore::new`]'s all-reduces when `0`.
+pub const NCCL_VAR: &str = "CROSSDEV_NCCL";
+
 /// Resident tensors in GPU memory, by handle.
 pub struct GpuStore {
     make: fn() -> Result<GpuExecutor>,
@@ -30,8 +33,10 @@ pub struct GpuStore {
     /// release frees the memory only once the download is done.
     buffers: Mutex<HashMap<u64, Arc<DeviceBuffer>>>,
     next: AtomicU64,
-    /// NCCL communicators by the GPUs they span.
-    communicators: Mutex<HashMap<Vec<usize>, Arc<Mutex<Communicator>>>>,
+    /// NCCL communicators by the GPUs they span (`None`: NCCL could not be set up for them).
+    communicators: Mutex<HashMap<Vec<usize>, Option<Arc<Mutex<Communicator>>>>>,
+    /// Whether NCCL may run all-reduces (see [`GpuStore::without_nccl`]).
+    nccl: bool,
 }
 
 impl Default for GpuStore {
@@ -41,16 +46,26 @@ impl Default for GpuStore {
 }
 
 impl GpuStore {
-    /// An empty store whose logical GPUs `CROSSDEV_VIRTUAL_GPUS` sets; CUDA is probed at the
-    /// first upload.
+    /// An empty store whose logical GPUs `CROSSDEV_VIRTUAL_GPUS` sets (CUDA is probed at the
+    /// first upload), without NCCL where `CROSSDEV_NCCL=0` (read now).
     pub fn new() -> GpuStore {
-        GpuStore::with_executor(GpuExecutor::from_env)
+        let store = GpuStore::with_executor(GpuExecutor::from_env);
+        match std::env::var(NCCL_VAR) {
+            Ok(v) if v == "0" => store.without_nccl(),
+            _ => store,
+        }
     }
 
     /// An empty store over the executor `make` returns at the first upload (tests pick the
     /// number of logical GPUs and the contexts this way).
     pub fn with_executor(make: fn() -> Result<GpuExecutor>) -> GpuStore {
-        GpuStore { make, executor: OnceLock::new(), buffers: Mutex::new(HashMap::new()), next: AtomicU64::new(1), communicators: Mutex::new(HashMap::new()) }
+        GpuStore { make, executor: OnceLock::new(), buffers: Mutex::new(HashMap::new()), next: AtomicU64::new(1), communicators: Mutex::new(HashMap::new()), nccl: true }
+    }
+
+    /// This store with NCCL left out: every all-reduce runs its op's plan, so that results are
+    /// those of host tensors bit for bit on any number of GPUs (NCCL combines in its own order).
+    pub fn without_nccl(self) -> GpuStore {
+        GpuStore { nccl: false, ..self }
     }
 
     /// The executor whose logical GPUs hold the tensors (made on first use).
@@ -70,20 +85,16 @@ impl GpuStore {
     }
 
     /// The NCCL communicator over GPUs `ordinals` (rank `i` on `ordinals[i]`), made on first use;
-    /// `None` where NCCL cannot be set up for them (the op's plan then runs instead).
+    /// `None` where NCCL cannot be set up for them (the op's plan then runs instead; the failure
+    /// is remembered, not retried for every pack).
     fn communicator(&self, ordinals: &[usize]) -> Option<Arc<Mutex<Communicator>>> {
         let communicators = || self.communicators.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = communicators().get(ordinals) {
-            return Some(c.clone());
+            return c.clone();
         }
         // Made outside the lock: setting NCCL up takes a while.
-        match Communicator::over(ordinals) {
-            Ok(c) => Some(communicators().entry(ordinals.to_vec()).or_insert_with(|| Arc::new(Mutex::new(c))).clone()),
-            Err(e) => {
-                crossdev_core::log::note(|| format!("NCCL over GPUs {ordinals:?} could not be set up ({e}); the plan runs instead"));
-                None
-            }
-        }
+        let made = Communicator::over(ordinals).map_err(|e| crossdev_core::log::note(|| format!("NCCL over GPUs {ordinals:?} could not be set up ({e}); the plans run instead")));
+        communicators().entry(ordinals.to_vec()).or_insert_with(|| made.ok().map(|c| Arc::new(Mutex::new(c)))).clone()
     }
 
     /// The buffer of `handle`, or `ERR_DISPOSED`.
@@ -122,7 +133,7 @@ impl ResidentStore for GpuStore {
         // NCCL's ranks are GPUs, and its streams those of the GPUs' primary contexts; it reduces
         // equal lengths of one type.
         let alike = buffers.iter().all(|b| b.dtype == first.dtype && b.len == first.len);
-        if distinct.len() != ordinals.len() || !alike || executor.contexts() != Contexts::PerGpu || !libraries().nccl {
+        if !self.nccl || distinct.len() != ordinals.len() || !alike || executor.contexts() != Contexts::PerGpu || !libraries().nccl {
             return Ok(None);
         }
         let Some(communicator) = self.communicator(&ordinals) else { return Ok(None) };

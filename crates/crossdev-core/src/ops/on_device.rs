@@ -9,8 +9,9 @@
 //! result that is not a whole pack is cut out of the reduced packs. The plans are the host
 //! path's, combined in the same order, so the results are its results bit for bit. NCCL's ring
 //! on devices that are distinct GPUs, and the NCCL level of a two-level plan within each worker,
-//! is NCCL itself, where the store has it ([`ResidentStore::collective_all_reduce`]). A request
-//! whose plans pass through devices that are not GPUs is left to the host path. What the host path does not all-reduce (values on
+//! is NCCL itself, where the store has it ([`ResidentStore::collective_all_reduce`]; NCCL
+//! combines in its own order, so on several GPUs float results may differ in their last bits).
+//! A request whose plans pass through devices other than its tensors' is left to the host path. What the host path does not all-reduce (values on
 //! devices other than their destinations), and what it would refuse or treat specially (empty
 //! tensors, a tensor not on the device it is keyed by, sizes that differ between devices), is
 //! left to it.
@@ -22,7 +23,7 @@ use crate::error::{fail, ErrorCode, Result};
 use crate::pack::Layout;
 use crate::plan::Plan;
 use crate::reduce_op::ReduceOp;
-use crate::resident::{is_gpu, ResidentStore};
+use crate::resident::ResidentStore;
 use crate::values::{Destinations, Mirrored, PerDevice};
 use std::sync::Arc;
 
@@ -107,8 +108,9 @@ pub fn all_reduce_resident(ops: &dyn CrossDeviceOps, store: &dyn ResidentStore, 
         }
     }
     let Some(shares) = ops.resident_shares(&devices, &counts, &dtypes)? else { return Ok(None) };
-    // Each pack's plan, up front: a plan through devices that are not GPUs (the host gathers of
-    // `pscpu`) leaves the whole request to the host path.
+    // Each pack's plan, up front: a plan through devices other than the tensors' (the host
+    // gathers of `pscpu`, `psgpu`'s gathers on GPUs holding none of them, which the store may not
+    // have) leaves the whole request to the host path.
     let mut plans = Vec::with_capacity(shares.len());
     for share in &shares {
         let packs = share
@@ -118,7 +120,7 @@ pub fn all_reduce_resident(ops: &dyn CrossDeviceOps, store: &dyn ResidentStore, 
             .enumerate()
             .map(|(index, pieces)| pieces.first().map(|x| (share.plan)(dtypes[share.tensors[x.tensor]], pieces.iter().map(|x| x.len).sum(), index)).transpose())
             .collect::<Result<Vec<_>>>()?;
-        if packs.iter().flatten().any(|plan| !plan.devices.iter().all(|d| is_gpu(d))) {
+        if packs.iter().flatten().any(|plan| !plan.devices.iter().all(|d| devices.contains(d))) {
             return Ok(None);
         }
         plans.push(packs);

@@ -403,9 +403,13 @@ pub fn check_in_device_memory(has_nccl: bool) {
     assert_eq!(logged(&batch(multi(json!("nccl/xring"), 2)), first_level), if has_nccl { 2 } else { 0 });
     assert_eq!(logged(&batch(multi(json!("nccl"), 1)), "by NCCL in device memory"), 0, "the devices of two workers are not distinct GPUs");
     assert_eq!(reduced_in_device_memory(&batch(multi(json!([["psgpu", 2, 10], ["xring", 2, -1]]), 1))), 2);
-    // Plans through the workers' CPUs (`pscpu` gathers) stage the whole request.
+    // Plans through devices other than the tensors' stage the whole request: the workers' CPUs
+    // (`pscpu` gathers), and gathers on GPUs that hold none of them (`psgpu` over 4 GPUs per
+    // worker, the tensors on 2).
     assert_eq!(reduced_in_device_memory(&batch(multi(json!([["pscpu", 2, 10], ["xring", 2, -1]]), 1))), 0);
     assert_eq!(reduced_in_device_memory(&batch(multi(json!("nccl/pscpu"), 0))), 0);
+    let pairs = pairs_on(&worker_gpus(2, 2));
+    assert_eq!(reduced_in_device_memory(&json!({"call": "batchReduce", "ops": multi(json!(["psgpu", 2, -1]), 0), "op": "SUM", "pairs": pairs})), 0);
     for h in handles.into_inner() {
         release(h);
     }
