@@ -20,7 +20,8 @@ passed=$((passed + p)); failed=$((failed + f))
 
 for b in native wasm; do
   echo "== ava ($b backend)"
-  CROSSDEV_BACKEND=$b npx ava --tap 2>&1 | tee "$LOG/ava-$b.txt" | grep -E '^(not ok|# )' || true
+  # Failures, the summary, and every skipped test with the reason its title gives.
+  CROSSDEV_BACKEND=$b npx ava --tap 2>&1 | tee "$LOG/ava-$b.txt" | grep -E '^(not ok|# )| # SKIP$' || true
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   p=$(awk '/^# pass/ { print $3 }' "$LOG/ava-$b.txt"); f=$(awk '/^# fail/ { print $3 }' "$LOG/ava-$b.txt")
   if [ -z "$p" ]; then

@@ -168,7 +168,7 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
             reduced.push(Vec::new());
             continue;
         };
-        let dtype = dtypes[first.tensor];
+        let dtype = plan.dtype;
         let whole = wholes[index];
         let inputs: Vec<u64> = if whole {
             grads.iter().map(|row| row[first.tensor].handle).collect()
@@ -179,7 +179,7 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
                 .map(|(d, row)| Ok(made.keep(made.store.concat(d, dtype, &pieces.iter().map(|x| (row[x.tensor].handle, x.offset, x.len)).collect::<Vec<_>>())?)))
                 .collect::<Result<_>>()?
         };
-        let outs = match by_nccl(made, op, &share.nccl, &inputs, dtype, plan.elements, index)? {
+        let outs = match by_nccl(made, op, &share.nccl, &inputs, plan, index)? {
             Some((outs, how)) => {
                 crate::log::note(|| format!("pack {index} ({} pieces) all-reduced by {how} in device memory", pieces.len()));
                 outs
@@ -227,10 +227,10 @@ fn reduce_packs(made: &mut Made, op: ReduceOp, devices: &[String], grads: &[Vec<
     Ok(results)
 }
 
-/// All-reduces pack `index` (`inputs`, one per device, `elements` of `dtype`) with `op` where
-/// NCCL runs the `level` of its plan: the results, and how they were made; `None` where the
-/// store has no NCCL for the devices (then the whole plan runs).
-fn by_nccl(made: &mut Made, op: ReduceOp, level: &NcclLevel, inputs: &[u64], dtype: DType, elements: usize, index: usize) -> Result<Option<(Vec<u64>, String)>> {
+/// All-reduces pack `index` (`inputs`, one per device) with `op` where NCCL runs the `level` of
+/// its `plan`: the results, and how they were made; `None` where the store has no NCCL for the
+/// devices (then the whole plan runs).
+fn by_nccl(made: &mut Made, op: ReduceOp, level: &NcclLevel, inputs: &[u64], plan: &Plan, index: usize) -> Result<Option<(Vec<u64>, String)>> {
     match level {
         NcclLevel::None => Ok(None),
         NcclLevel::All => Ok(made.store.collective_all_reduce(op, inputs)?.map(|outs| (outs, "NCCL".to_string()))),
@@ -246,7 +246,7 @@ fn by_nccl(made: &mut Made, op: ReduceOp, level: &NcclLevel, inputs: &[u64], dty
                 partial.extend(worker.iter().copied().zip(outs.into_iter().map(|h| made.keep(h))));
             }
             partial.sort_unstable();
-            let rest = rest(dtype, elements, index)?;
+            let rest = rest(plan.dtype, plan.elements, index)?;
             let outs = made.store.run_plan(&rest, op, &partial.iter().map(|&(_, h)| h).collect::<Vec<_>>())?;
             partial.into_iter().for_each(|(_, h)| made.release(h));
             Ok(Some((outs, format!("NCCL within each of {} workers, then the rest of the {} plan", workers.len(), rest.algorithm))))
